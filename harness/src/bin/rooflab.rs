@@ -1,0 +1,211 @@
+//! `rooflab`: generate text from a Llama-style checkpoint, import GGUF files, and run the
+//! benchmark harness. Every failure prints one line naming the problem and exits non-zero.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use rooflab::generate::{generate, GenerateOptions};
+use rooflab::model::{self, CausalLm, DType};
+use rooflab::sample::SamplingParams;
+use rooflab::tokenizer::{Message, Tokenizer};
+
+#[derive(Parser)]
+#[command(name = "rooflab", version, about = "GPU kernel research engine for LLM inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    /// The GPU when one is usable, else the CPU reference.
+    Auto,
+    Cuda,
+    Cpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ImportDtype {
+    Bf16,
+    F16,
+    F32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming it, then print latency and throughput.
+    Generate {
+        /// Checkpoint folder (config.json, tokenizer.json, model.safetensors or shards).
+        #[arg(long, default_value = "models/SmolLM2-135M-Instruct")]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as a user message in the checkpoint's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// System message for --chat (default: the template's own).
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0.0)]
+        min_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop when the output contains this text (repeatable).
+        #[arg(long = "stop")]
+        stop: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Device::Auto)]
+        device: Device,
+        /// Positions the KV cache holds (default: the model's maximum, capped at 4096 on the GPU).
+        #[arg(long)]
+        context: Option<usize>,
+    },
+    /// Convert a GGUF file (F32, F16, Q8_0, Q4_0, Q4_1) into a checkpoint folder.
+    ImportGguf {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = ImportDtype::Bf16)]
+        dtype: ImportDtype,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ImportGguf { input, output, dtype } => import(&input, &output, dtype),
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            system,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            seed,
+            stop,
+            device,
+            context,
+        } => {
+            let sampling = SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty, seed };
+            let request = Request { prompt, chat, system, max_new_tokens, sampling, stop };
+            run_generate(&model, device, context, request)
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn import(input: &Path, output: &Path, dtype: ImportDtype) -> Result<()> {
+    let dtype = match dtype {
+        ImportDtype::Bf16 => DType::BF16,
+        ImportDtype::F16 => DType::F16,
+        ImportDtype::F32 => DType::F32,
+    };
+    let summary = model::import::import_gguf(input, output, dtype, true)?;
+    eprintln!("imported {} into {}: {summary}", input.display(), output.display());
+    Ok(())
+}
+
+struct Request {
+    prompt: String,
+    chat: bool,
+    system: Option<String>,
+    max_new_tokens: usize,
+    sampling: SamplingParams,
+    stop: Vec<String>,
+}
+
+fn load_model(dir: &Path, device: Device, context: Option<usize>) -> Result<Box<dyn CausalLm>> {
+    if device != Device::Cpu {
+        match model::gpu::load(dir, context) {
+            Ok(m) => return Ok(m),
+            Err(e @ rooflab::Error::NoGpu(_)) if device == Device::Auto => {
+                eprintln!("note: {e}; running on the CPU reference");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let config = model::LlamaConfig::from_file(&dir.join("config.json"))?;
+    let checkpoint = model::Checkpoint::open(dir)?;
+    Ok(Box::new(model::cpu::CpuModel::new(config, &checkpoint, context)?))
+}
+
+fn run_generate(dir: &Path, device: Device, context: Option<usize>, req: Request) -> Result<()> {
+    if !dir.join("config.json").exists() {
+        bail!("{}: no config.json (run scripts/fetch-model, or `rooflab import-gguf` a GGUF file)", dir.display());
+    }
+    let tokenizer = Tokenizer::load(dir)?;
+    let load_start = std::time::Instant::now();
+    let mut model = load_model(dir, device, context)?;
+    let load_time = load_start.elapsed();
+
+    let text = if req.chat {
+        let mut messages = vec![];
+        if let Some(system) = &req.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", &req.prompt));
+        tokenizer.apply_chat_template(&messages)?
+    } else {
+        req.prompt.clone()
+    };
+    // A chat template writes its own special tokens; a plain prompt gets what the tokenizer adds.
+    let prompt = tokenizer.encode(&text, !req.chat)?;
+    let mut eos_ids = model.config().eos_token_ids.clone();
+    eos_ids.extend(tokenizer.eos_id());
+    let opts = GenerateOptions { max_new_tokens: req.max_new_tokens, sampling: req.sampling, stop_strings: req.stop, eos_ids };
+
+    if !req.chat {
+        print!("{}", req.prompt);
+    }
+    let mut stdout = std::io::stdout();
+    let out = generate(model.as_mut(), &tokenizer, &prompt, &opts, &mut |piece| {
+        print!("{piece}");
+        let _ = stdout.flush();
+    })
+    .context("generation failed")?;
+    println!();
+
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "\n[{}] loaded in {:.0} ms | prompt {} tokens | {} new tokens, stopped by {:?}",
+        model.device_name(),
+        ms(load_time),
+        out.prompt_tokens,
+        out.tokens.len(),
+        out.stop
+    );
+    let mut line = format!("TTFT {:.1} ms", ms(out.ttft));
+    if let (Some(p50), Some(p99), Some(tps)) =
+        (out.inter_token_percentile(50.0), out.inter_token_percentile(99.0), out.decode_tokens_per_s())
+    {
+        line += &format!(" | inter-token median {:.2} ms, p99 {:.2} ms | {tps:.1} tokens/s", ms(p50), ms(p99));
+        if let Some(bw) = model.memory_bandwidth() {
+            let pct = out.pct_of_bandwidth_floor(model.weight_bytes(), bw).unwrap_or(0.0);
+            line += &format!(
+                " | {pct:.1}% of the weight-bandwidth floor ({:.0} MB at {:.0} GB/s)",
+                model.weight_bytes() as f64 / 1e6,
+                bw / 1e9
+            );
+        }
+    }
+    eprintln!("{line}");
+    Ok(())
+}
