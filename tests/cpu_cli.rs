@@ -87,3 +87,22 @@ fn cuda_without_a_gpu_is_a_clear_error() {
         rooflab(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "a", "--max-new-tokens", "2"]);
     assert!(ok && stderr.contains("running on the CPU reference"), "{stderr}");
 }
+
+#[test]
+fn loading_and_decoding_stay_within_one_and_a_half_checkpoints_of_memory() {
+    // ~90 MB of bf16 weights: large enough that a copy of the weights would show.
+    let shape = LlamaShape { hidden: 512, intermediate: 1536, layers: 8, heads: 8, kv_heads: 2, head_dim: 64, vocab: 32000, tied: false };
+    let dir = std::env::temp_dir().join(format!("rooflab-cli-{}-mem", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_random_checkpoint(&dir, &shape.config_json(), 9, DType::BF16).unwrap();
+    write_byte_tokenizer(&dir, shape.vocab).unwrap();
+    let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len() as usize;
+    let (ok, _, stderr) = rooflab(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "memory", "--max-new-tokens", "4", "--device", "cpu"]);
+    assert!(ok, "{stderr}");
+    // The CLI reports its own VmHWM (a child's rusage would include the test process's peak: a
+    // vfork child shares its parent's memory until exec).
+    let mb: f64 = stderr.split("peak host memory ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    let peak = (mb * 1e6) as usize;
+    assert!(peak < size * 3 / 2, "peak RSS {peak} bytes for a {size}-byte checkpoint");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -184,8 +184,9 @@ fn run_generate(dir: &Path, device: Device, context: Option<usize>, req: Request
     println!();
 
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let peak = peak_host_memory().map(|b| format!(" | peak host memory {:.0} MB", b as f64 / 1e6)).unwrap_or_default();
     eprintln!(
-        "\n[{}] loaded in {:.0} ms | prompt {} tokens | {} new tokens, stopped by {:?}",
+        "\n[{}] loaded in {:.0} ms{peak} | prompt {} tokens | {} new tokens, stopped by {:?}",
         model.device_name(),
         ms(load_time),
         out.prompt_tokens,
@@ -208,4 +209,13 @@ fn run_generate(dir: &Path, device: Device, context: Option<usize>, req: Request
     }
     eprintln!("{line}");
     Ok(())
+}
+
+/// This process's peak resident memory (Linux `VmHWM`), which includes the checkpoint pages mapped
+/// and touched so far: the number to hold against the checkpoint's size.
+fn peak_host_memory() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
