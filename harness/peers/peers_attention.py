@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""PyTorch SDPA peers for rooflab's attention kernels: prefill (suite attention) and decode (suite decode).
+
+Times torch.nn.functional.scaled_dot_product_attention pinned to one backend at a time:
+  torch_sdpa_flash  SDPBackend.FLASH_ATTENTION (FlashAttention-2 inside PyTorch)
+  torch_sdpa_cudnn  SDPBackend.CUDNN_ATTENTION (cuDNN's fused attention)
+GQA uses enable_gqa=True where the backend accepts it; otherwise K/V are expanded to every query head
+before timing and the row says so ("kv_expanded": true), since the peer then reads more bytes.
+
+Usage: python3 harness/peers/peers_attention.py [--run DIR | --shapes FILE...] [--out FILE] [--quick]
+"""
+
+import sys
+
+import peerlib
+
+SCRIPT = "peers_attention.py"
+SUITES = ["attention", "decode"]
+
+
+def backends(torch):
+    from torch.nn.attention import SDPBackend
+
+    found = [("torch_sdpa_flash", SDPBackend.FLASH_ATTENTION)]
+    if hasattr(SDPBackend, "CUDNN_ATTENTION"):
+        found.append(("torch_sdpa_cudnn", SDPBackend.CUDNN_ATTENTION))
+    return found
+
+
+def make_inputs(torch, case):
+    """q [B,H,Sq,D], k/v [B,KVH,Skv,D] bf16, one set per rotation slot."""
+    p = case["params"]
+    b, h, kvh, d = p["B"], p["H"], p["KVH"], p["D"]
+    if case["suite"] == "decode":
+        sq, skv = 1, p["L"]
+    else:
+        sq = skv = p["S"]
+    bytes_per_set = 2 * (2 * b * h * sq * d + 2 * b * kvh * skv * d)
+    count = peerlib.rotation_count(torch, bytes_per_set)
+    sets = []
+    for _ in range(count):
+        q = torch.randn(b, h, sq, d, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(b, kvh, skv, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(b, kvh, skv, d, device="cuda", dtype=torch.bfloat16)
+        sets.append((q, k, v))
+    return sets
+
+
+def expand_kv(sets, h):
+    out = []
+    for q, k, v in sets:
+        group = h // k.shape[1]
+        out.append((q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)))
+    return out
+
+
+def time_case(torch, case, backend, warmup, iters):
+    """(times in µs, kv_expanded) for one case on one backend; raises when the backend refuses it."""
+    from torch.nn.attention import sdpa_kernel
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    p = case["params"]
+    causal = bool(p.get("causal", False)) and case["suite"] == "attention"
+    gqa = p["KVH"] != p["H"]
+    sets = make_inputs(torch, case)
+    with sdpa_kernel([backend]):
+        if gqa:
+            try:
+
+                def run(q, k, v):
+                    return sdpa(q, k, v, is_causal=causal, enable_gqa=True)
+
+                run(*sets[0])
+                return peerlib.time_cuda(torch, run, sets, warmup, iters), False
+            except (RuntimeError, TypeError):
+                sets = expand_kv(sets, p["H"])
+
+        def run_plain(q, k, v):
+            return sdpa(q, k, v, is_causal=causal)
+
+        run_plain(*sets[0])
+        return peerlib.time_cuda(torch, run_plain, sets, warmup, iters), gqa
+
+
+def main():
+    args = peerlib.common_args(__doc__.splitlines()[0], SUITES).parse_args()
+    torch = peerlib.import_torch_or_exit(SCRIPT)
+    doc = peerlib.header(torch, SCRIPT)
+    shape_files, out = peerlib.resolve_paths(args, "attention", SUITES, doc["gpu"])
+    warmup, iters = peerlib.launches(args)
+    rows, skipped = [], []
+    for path in shape_files:
+        for case in peerlib.load_cases(path, args.limit):
+            for name, backend in backends(torch):
+                try:
+                    times, expanded = time_case(torch, case, backend, warmup, iters)
+                except (RuntimeError, TypeError) as error:
+                    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                    skipped.append({"peer": name, "shape": case["shape"], "reason": reason})
+                    print(f"skip {name} {case['shape']}: {reason}", file=sys.stderr)
+                    continue
+                finally:
+                    torch.cuda.empty_cache()
+                row = {
+                    "suite": case["suite"],
+                    "kernel": case["kernel"],
+                    "peer": name,
+                    "shape": case["shape"],
+                    "dtype": case["dtype"],
+                    **peerlib.summarize(times),
+                    "kv_expanded": expanded,
+                }
+                rows.append(row)
+                print(f"{name:18s} {case['shape']:40s} {row['median_us']:10.2f} us", flush=True)
+    doc["rows"] = rows
+    doc["skipped"] = skipped
+    peerlib.write_json(out, doc)
+
+
+if __name__ == "__main__":
+    main()
