@@ -1,0 +1,131 @@
+//! Device selection, context and the engine's one stream.
+//!
+//! cudarc panics when it cannot open libcuda, so the driver library is probed first and every
+//! failure to find a usable GPU becomes [`Error::NoGpu`]. The stream is a non-default one
+//! (`new_stream()`): the legacy default stream cannot be captured into a CUDA graph. Event tracking
+//! is turned off before anything is allocated: everything runs on this one stream, so cudarc's
+//! per-buffer events would only add waits to every launch (and break graph capture).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cudarc::driver::sys::{CUdevice_attribute, CUresult};
+use cudarc::driver::{CudaContext, CudaStream, DriverError};
+
+use super::CudaResultExt;
+use crate::{Error, Result};
+
+/// True when the CUDA driver library (libcuda) can be opened on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library names cudarc would use; nothing is called.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// True when this machine has a usable CUDA GPU (a driver and at least one device). Never panics.
+pub fn gpu_available() -> bool {
+    driver_present()
+        && catch_unwind(|| cudarc::driver::result::init().and_then(|_| CudaContext::device_count()))
+            .is_ok_and(|count| count.is_ok_and(|n| n > 0))
+}
+
+/// A CUDA context on one device and the stream every rooflab kernel runs on. Cheap to clone.
+#[derive(Clone)]
+pub struct GpuContext {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    compute_capability: (u32, u32),
+    sm_count: u32,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuContext({}, sm_{}{})", self.name, self.compute_capability.0, self.compute_capability.1)
+    }
+}
+
+impl GpuContext {
+    /// Opens device `ordinal`. No driver, no device, or a driver cudarc cannot use: [`Error::NoGpu`].
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(Error::NoGpu(
+                "the CUDA driver library (libcuda.so) is not installed or not on the library path".into(),
+            ));
+        }
+        let ctx = catch_unwind(AssertUnwindSafe(|| CudaContext::new(ordinal)))
+            .map_err(|_| Error::NoGpu("the CUDA driver library could not be used (too old for CUDA 13?)".into()))?
+            .map_err(|e| no_gpu_or_cuda(e, ordinal))?;
+        // SAFETY: called before any allocation; rooflab orders all work on one stream itself.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().cuda("creating a stream")?;
+        let name = ctx.name().cuda("reading the device name")?;
+        let (major, minor) = ctx.compute_capability().cuda("reading the compute capability")?;
+        let sm_count =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).cuda("reading the SM count")?;
+        Ok(GpuContext {
+            ctx,
+            stream,
+            name,
+            compute_capability: (major.max(0) as u32, minor.max(0) as u32),
+            sm_count: sm_count.max(1) as u32,
+        })
+    }
+
+    pub fn ctx(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch, copy and capture of this context goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device's marketing name ("NVIDIA H100 80GB HBM3").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.compute_capability
+    }
+
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    /// (free, total) device memory in bytes, as the driver reports it now.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().cuda("reading free device memory")
+    }
+
+    /// Waits for all work on the stream, then reports any error the driver recorded meanwhile.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().cuda("synchronising the stream")?;
+        self.ctx.check_err().cuda("a deferred CUDA error")
+    }
+}
+
+fn no_gpu_or_cuda(e: DriverError, ordinal: usize) -> Error {
+    match e.0 {
+        CUresult::CUDA_ERROR_NO_DEVICE => Error::NoGpu("the driver reports no CUDA device".into()),
+        CUresult::CUDA_ERROR_INVALID_DEVICE => Error::NoGpu(format!("there is no CUDA device {ordinal}")),
+        CUresult::CUDA_ERROR_STUB_LIBRARY
+        | CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH
+        | CUresult::CUDA_ERROR_NOT_INITIALIZED => Error::NoGpu(format!("the CUDA driver cannot be used: {e}")),
+        _ => Error::Cuda(format!("opening device {ordinal}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_without_a_driver_gets_no_gpu_not_a_panic() {
+        match GpuContext::new(0) {
+            Ok(gpu) => assert!(driver_present(), "opened {gpu:?} without a driver"),
+            Err(Error::NoGpu(_)) => {}
+            Err(other) => assert!(driver_present(), "expected NoGpu, got {other}"),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Rust side of every CUDA kernel: one module per kernel family (shape checks, launch
+//! configuration, the launch; nothing else), the [`Kernels`] handle that holds the loaded PTX, and
+//! [`ENTRIES`], the ABI table that tests/cpu_abi.rs checks against the committed PTX.
+//!
+//! Buffers are passed as [`DevSpan`]s and shapes as plain numbers; each wrapper checks that every
+//! span holds what the shapes say before it launches, so a wrong size is an [`Error::Invalid`]
+//! naming the operand instead of an illegal memory access.
+
+pub mod attention_decode;
+pub mod attention_prefill;
+pub mod gemv;
+pub mod layers;
+
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+use crate::cuda::{self, GpuContext, ModuleRegistry};
+use crate::ffi::params::{
+    AttnDecodeParams, AttnPrefillParams, CastParams, EmbeddingParams, GemmParams, GemvParams, KvAppendParams,
+    ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
+};
+use crate::{Error, Result};
+
+pub use crate::cuda::DevSpan;
+
+// SAFETY: plain #[repr(C)] structs of integers and floats (bindgen output of params.h), passed by
+// value exactly as the kernels declare them; tests/cpu_abi.rs checks size and alignment.
+unsafe impl DeviceRepr for EmbeddingParams {}
+unsafe impl DeviceRepr for RmsNormParams {}
+unsafe impl DeviceRepr for RopeParams {}
+unsafe impl DeviceRepr for SiluMulParams {}
+unsafe impl DeviceRepr for ResidualAddParams {}
+unsafe impl DeviceRepr for CastParams {}
+unsafe impl DeviceRepr for KvAppendParams {}
+unsafe impl DeviceRepr for GemvParams {}
+unsafe impl DeviceRepr for GemmParams {}
+unsafe impl DeviceRepr for AttnDecodeParams {}
+unsafe impl DeviceRepr for AttnPrefillParams {}
+
+/// Size and alignment of one by-value kernel parameter, as the Rust type has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamAbi {
+    pub size: usize,
+    pub align: usize,
+}
+
+/// A kernel the Rust side launches: its PTX module (file stem), entry name and parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelAbi {
+    pub module: &'static str,
+    pub entry: &'static str,
+    pub params: &'static [ParamAbi],
+}
+
+const fn abi<T>() -> ParamAbi {
+    ParamAbi { size: std::mem::size_of::<T>(), align: std::mem::align_of::<T>() }
+}
+
+macro_rules! kernel {
+    ($module:literal, $entry:literal, $params:ty) => {
+        KernelAbi { module: $module, entry: $entry, params: &[abi::<$params>()] }
+    };
+}
+
+pub const LAYERS: &str = "layers";
+pub const GEMV: &str = "gemv";
+pub const ATTENTION_DECODE: &str = "attention_decode";
+pub const ATTENTION_PREFILL: &str = "attention_prefill";
+
+/// Every kernel the engine launches.
+pub static ENTRIES: &[KernelAbi] = &[
+    kernel!("layers", "embedding_bf16", EmbeddingParams),
+    kernel!("layers", "rmsnorm_f32", RmsNormParams),
+    kernel!("layers", "rope_f32", RopeParams),
+    kernel!("layers", "silu_mul_f32", SiluMulParams),
+    kernel!("layers", "residual_add_f32", ResidualAddParams),
+    kernel!("layers", "cast_f32_to_bf16", CastParams),
+    kernel!("layers", "kv_append_bf16", KvAppendParams),
+    kernel!("gemv", "gemv_bf16_naive", GemvParams),
+    kernel!("gemv", "gemv_bf16", GemvParams),
+    kernel!("gemv", "gemv_bf16_bf16x", GemvParams),
+    kernel!("gemv", "gemm_bf16_tiled", GemmParams),
+    kernel!("attention_decode", "attn_decode_naive", AttnDecodeParams),
+    kernel!("attention_decode", "attn_decode_split_hd64", AttnDecodeParams),
+    kernel!("attention_decode", "attn_decode_split_hd128", AttnDecodeParams),
+    kernel!("attention_decode", "attn_decode_combine", AttnDecodeParams),
+    kernel!("attention_prefill", "attn_prefill_naive", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_hd64", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_hd128", AttnPrefillParams),
+];
+
+/// Every engine kernel, loaded (PTX JIT-compiled) on one GPU.
+pub struct Kernels {
+    gpu: GpuContext,
+    modules: ModuleRegistry,
+}
+
+impl Kernels {
+    /// Loads the modules of [`ENTRIES`] and looks up every entry (the PTX JIT happens here).
+    pub fn load(gpu: &GpuContext) -> Result<Self> {
+        let modules = ModuleRegistry::load(gpu, ENTRIES.iter().map(|e| (e.module, e.entry)))?;
+        Ok(Kernels { gpu: gpu.clone(), modules })
+    }
+
+    pub fn gpu(&self) -> &GpuContext {
+        &self.gpu
+    }
+
+    pub fn modules(&self) -> &ModuleRegistry {
+        &self.modules
+    }
+
+    /// Launches `entry` of `module` with `params`.
+    ///
+    /// # Safety
+    /// Same contract as [`cuda::launch`]: the caller has checked every address and shape in `params`.
+    pub(crate) unsafe fn launch<P: DeviceRepr>(
+        &self,
+        module: &str,
+        entry: &str,
+        config: LaunchConfig,
+        params: P,
+    ) -> Result<()> {
+        let function = self.modules.function(module, entry)?;
+        // SAFETY: forwarded to the caller.
+        unsafe { cuda::launch(&self.gpu, function, entry, config, params) }
+    }
+}
+
+/// `value` as the u32 a kernel parameter holds; the error names the parameter.
+pub(crate) fn as_u32(what: &str, value: usize) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::Invalid(format!("{what} = {value} does not fit the kernel's 32-bit index")))
+}
+
+/// Fails unless `value` is positive.
+pub(crate) fn positive(what: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(Error::Invalid(format!("{what} must be positive")));
+    }
+    Ok(())
+}
+
+/// Head dims the attention kernels are built for.
+pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Fails with [`Error::Unsupported`] unless the attention kernels handle this head layout.
+pub fn check_attention_heads(num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<()> {
+    if !SUPPORTED_HEAD_DIMS.contains(&head_dim) {
+        return Err(Error::Unsupported(format!("head_dim {head_dim}: the GPU attention kernels support 64 and 128")));
+    }
+    if num_kv_heads == 0 || num_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
+        return Err(Error::Invalid(format!("{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_unique_and_name_known_modules() {
+        let mut names: Vec<_> = ENTRIES.iter().map(|e| (e.module, e.entry)).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ENTRIES.len());
+        for e in ENTRIES {
+            assert!([LAYERS, GEMV, ATTENTION_DECODE, ATTENTION_PREFILL].contains(&e.module), "{e:?}");
+            assert!(e.params.iter().all(|p| p.size % 8 == 0 && p.align == 8), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn head_layouts_outside_the_kernels_are_refused_by_name() {
+        assert!(check_attention_heads(9, 3, 64).is_ok());
+        let e = check_attention_heads(8, 8, 96).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("head_dim 96"));
+        assert!(check_attention_heads(8, 3, 64).is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! The GPU model: a Llama forward pass on rooflab's kernels, bf16 weights, f32 residual stream and
+//! accumulation, a contiguous bf16 KV cache.
+//!
+//! One token (decode) uses the GEMV kernels and split-KV decode attention, and is captured once
+//! into a CUDA graph that every later step replays (the step buffer carries the token, position
+//! and length). Several tokens (prefill, in chunks) use cuBLAS bf16 GEMMs when libcublas loads,
+//! else the tiled GEMM kernel, and the prefill attention kernel. `device_name()` says which.
+
+mod buffers;
+mod forward;
+mod weights;
+
+use std::path::Path;
+
+use cudarc::driver::CudaSlice;
+
+use self::buffers::{Activations, KvCache};
+use self::weights::GpuWeights;
+use super::weights::LlamaTensors;
+use super::{check_context, CausalLm, Checkpoint, DType, LlamaConfig, Logits};
+use crate::cuda::{measure_copy_bandwidth, Blas, CapturedGraph, GpuContext, MemoryLedger};
+use crate::kernels::attention_decode::{DecodeShape, MAX_GQA_GROUP};
+use crate::kernels::{check_attention_heads, Kernels};
+use crate::{Error, Result};
+
+/// Which GEMM runs prefill (several tokens at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrefillGemm {
+    /// cuBLAS when libcublas loads, else the tiled kernel.
+    #[default]
+    Auto,
+    /// cuBLAS or an error.
+    Cublas,
+    /// rooflab's tiled GEMM (f32 activations: closest to the CPU reference).
+    Tiled,
+}
+
+/// Options of [`GpuModel`].
+#[derive(Debug, Clone)]
+pub struct GpuOptions {
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// Positions the KV cache holds (default: min(max_position_embeddings, 4096)).
+    pub max_context: Option<usize>,
+    /// Most tokens run through the layers at once; longer prompts go in chunks.
+    pub prefill_chunk: usize,
+    /// Capture the decode step into a CUDA graph and replay it (off: launch eagerly, for debugging).
+    pub use_graphs: bool,
+    pub prefill_gemm: PrefillGemm,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            device: 0,
+            max_context: None,
+            prefill_chunk: 512,
+            use_graphs: true,
+            prefill_gemm: PrefillGemm::Auto,
+        }
+    }
+}
+
+/// Loads `dir` on GPU 0 with default options and the given context cap (what the CLI uses).
+pub fn load(dir: &Path, max_context: Option<usize>) -> Result<Box<dyn CausalLm>> {
+    Ok(Box::new(GpuModel::load(dir, GpuOptions { max_context, ..GpuOptions::default() })?))
+}
+
+pub struct GpuModel {
+    config: LlamaConfig,
+    options: GpuOptions,
+    gpu: GpuContext,
+    kernels: Kernels,
+    blas: Option<Blas>,
+    /// Why cuBLAS is not used, when it is not.
+    blas_note: Option<String>,
+    weights: GpuWeights,
+    cache: KvCache,
+    rope_cos: CudaSlice<f32>,
+    rope_sin: CudaSlice<f32>,
+    acts: Activations,
+    ledger: MemoryLedger,
+    /// Positions `0 .. cached` of the KV cache hold keys and values.
+    cached: usize,
+    decode_graph: Option<CapturedGraph>,
+    bandwidth: Option<f64>,
+}
+
+impl GpuModel {
+    /// Loads `dir` (config.json + safetensors) onto GPU `options.device`.
+    /// An unsupported shape is refused from config.json alone, before any GPU work.
+    pub fn load(dir: &Path, options: GpuOptions) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        check_supported(&config)?;
+        let gpu = GpuContext::new(options.device)?;
+        let checkpoint = Checkpoint::open(dir)?;
+        Self::with_gpu(gpu, config, &checkpoint, options)
+    }
+
+    /// Builds the model from an opened checkpoint.
+    pub fn new(config: LlamaConfig, checkpoint: &Checkpoint, options: GpuOptions) -> Result<Self> {
+        check_supported(&config)?;
+        let gpu = GpuContext::new(options.device)?;
+        Self::with_gpu(gpu, config, checkpoint, options)
+    }
+
+    fn with_gpu(gpu: GpuContext, config: LlamaConfig, checkpoint: &Checkpoint, options: GpuOptions) -> Result<Self> {
+        check_supported(&config)?;
+        let tensors = LlamaTensors::gather(checkpoint, &config)?;
+        tensors.check_dtypes(&[DType::F32, DType::F16, DType::BF16])?;
+        let context = options.max_context.unwrap_or(4096).min(config.max_position_embeddings);
+        if context == 0 {
+            return Err(Error::Invalid("max_context must be positive".into()));
+        }
+        let chunk = options.prefill_chunk.clamp(1, context);
+        let kernels = Kernels::load(&gpu)?;
+        let (blas, blas_note) = match (options.prefill_gemm, Blas::try_new(&gpu)) {
+            (PrefillGemm::Tiled, _) => (None, Some("tiled GEMM requested".to_string())),
+            (_, Ok(blas)) => (Some(blas), None),
+            (PrefillGemm::Cublas, Err(why)) => return Err(Error::Unsupported(format!("cuBLAS requested: {why}"))),
+            (PrefillGemm::Auto, Err(why)) => (None, Some(why)),
+        };
+
+        // Measure bandwidth while the memory is still free, then check the whole plan fits.
+        let mut ledger = MemoryLedger::new(&gpu);
+        let (free, _) = gpu.memory_info()?;
+        let bandwidth = measure_copy_bandwidth(&gpu, (256 << 20).min(free / 8)).ok();
+        gpu.synchronize()?; // the probe's buffers are freed on the stream; let the driver see it
+        let decode = DecodeShape {
+            batch: 1,
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            cache_len: context,
+            scale: 1.0 / (config.head_dim as f32).sqrt(),
+        };
+        let num_splits = decode.choose_splits(gpu.sm_count());
+        let plan = [
+            ("weights", weights::device_bytes(&config)),
+            ("kv cache", KvCache::bytes(&config, context)),
+            ("activations", Activations::bytes(&config, chunk, &decode, num_splits)),
+            ("rope tables", 4 * context * config.head_dim),
+        ];
+        let total: usize = plan.iter().map(|(_, b)| b).sum();
+        let parts: Vec<String> =
+            plan.iter().map(|(w, b)| format!("{w} {:.1} MiB", *b as f64 / (1 << 20) as f64)).collect();
+        ledger.check_fits(&format!("the model ({})", parts.join(" + ")), total)?;
+
+        let weights = GpuWeights::upload(&tensors, &mut ledger)?;
+        let cache = KvCache::new(&config, context, &mut ledger)?;
+        let (cos, sin) = config.rope_tables(context);
+        let rope_cos = ledger.upload("rope tables", "rope cos table", &cos)?;
+        let rope_sin = ledger.upload("rope tables", "rope sin table", &sin)?;
+        let acts = Activations::new(&config, chunk, &decode, num_splits, blas.is_some(), &mut ledger)?;
+        gpu.synchronize()?;
+        Ok(GpuModel {
+            config,
+            options,
+            gpu,
+            kernels,
+            blas,
+            blas_note,
+            weights,
+            cache,
+            rope_cos,
+            rope_sin,
+            acts,
+            ledger,
+            cached: 0,
+            decode_graph: None,
+            bandwidth,
+        })
+    }
+
+    /// Turns decode-step CUDA graphs on or off (off: every launch is queued eagerly).
+    pub fn set_use_graphs(&mut self, on: bool) {
+        self.options.use_graphs = on;
+    }
+
+    pub fn uses_cublas(&self) -> bool {
+        self.blas.is_some()
+    }
+
+    /// Device memory the model allocated, per purpose.
+    pub fn memory_summary(&self) -> String {
+        self.ledger.summary()
+    }
+
+    pub fn gpu(&self) -> &GpuContext {
+        &self.gpu
+    }
+
+    /// Uploads the token ids, positions and lengths of a chunk to the step buffer.
+    fn write_step(&mut self, tokens: &[u32], start: usize) -> Result<()> {
+        let host = self.acts.step_layout.fill(tokens, start);
+        self.gpu
+            .stream()
+            .memcpy_htod(&host, &mut self.acts.step)
+            .map_err(|e| Error::Cuda(format!("uploading the step buffer: {e}")))
+    }
+
+    /// One token at position `pos`: replays the captured decode graph (capturing it the first
+    /// time), or queues the same launches eagerly when graphs are off.
+    fn decode_step(&mut self, token: u32, pos: usize) -> Result<Vec<f32>> {
+        self.write_step(&[token], pos)?;
+        if self.options.use_graphs {
+            if self.decode_graph.is_none() {
+                let graph = CapturedGraph::capture(&self.gpu, || {
+                    self.queue_layers(1)?;
+                    self.queue_last_logits(1)
+                })?;
+                self.decode_graph = Some(graph);
+            }
+            if let Some(graph) = &self.decode_graph {
+                graph.replay()?;
+            }
+        } else {
+            self.queue_layers(1)?;
+            self.queue_last_logits(1)?;
+        }
+        let mut out = Vec::with_capacity(self.config.vocab_size);
+        self.read_logits(1, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The shapes the kernels handle; anything else is refused by name before any upload.
+fn check_supported(c: &LlamaConfig) -> Result<()> {
+    check_attention_heads(c.num_heads, c.num_kv_heads, c.head_dim)?;
+    if c.gqa_group() > MAX_GQA_GROUP {
+        return Err(Error::Unsupported(format!(
+            "{} query heads per KV head: the GPU decode attention handles at most {MAX_GQA_GROUP}",
+            c.gqa_group()
+        )));
+    }
+    Ok(())
+}
+
+impl CausalLm for GpuModel {
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    fn context_len(&self) -> usize {
+        self.cache.context
+    }
+
+    fn forward(&mut self, tokens: &[u32], start: usize, logits: Logits) -> Result<Vec<f32>> {
+        let vocab = self.config.vocab_size;
+        check_context(start, tokens.len(), self.cache.context)?;
+        if start > self.cached {
+            return Err(Error::Invalid(format!(
+                "forward at position {start}, but the cache holds only {} positions",
+                self.cached
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        if tokens.is_empty() {
+            return Ok(vec![]);
+        }
+        if tokens.len() == 1 {
+            let out = self.decode_step(tokens[0], start)?;
+            self.cached = start + 1;
+            return Ok(out);
+        }
+        let chunk = self.acts.chunk;
+        let mut out = Vec::with_capacity(vocab * if logits == Logits::All { tokens.len() } else { 1 });
+        for (i, piece) in tokens.chunks(chunk).enumerate() {
+            let pos = start + i * chunk;
+            let n = piece.len();
+            self.write_step(piece, pos)?;
+            self.queue_layers(n)?;
+            // Later chunks attend to this one: the cache now holds it.
+            self.cached = pos + n;
+            match logits {
+                Logits::All => self.all_logits(n, &mut out)?,
+                Logits::Last if pos + n == start + tokens.len() => {
+                    self.queue_last_logits(n)?;
+                    self.read_logits(1, &mut out)?;
+                }
+                Logits::Last => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn device_name(&self) -> String {
+        let (major, minor) = self.gpu.compute_capability();
+        let gemm = match (&self.blas, &self.blas_note) {
+            (Some(_), _) => "cuBLAS".to_string(),
+            (None, Some(why)) => format!("tiled ({why})"),
+            (None, None) => "tiled".to_string(),
+        };
+        format!(
+            "{} (sm_{major}{minor}, PTX {}, prefill GEMM: {gemm}, CUDA graphs {})",
+            self.gpu.name(),
+            self.kernels.modules().arch(),
+            if self.options.use_graphs { "on" } else { "off" }
+        )
+    }
+
+    fn weight_bytes(&self) -> usize {
+        weights::decode_read_bytes(&self.config)
+    }
+
+    fn memory_bandwidth(&self) -> Option<f64> {
+        self.bandwidth
+    }
+}

@@ -1,0 +1,73 @@
+//! The model's weights on the device: every matrix as bf16 (converted on the host one tensor at a
+//! time, so the host never holds a second copy of the model), norm vectors as f32 (tiny, and the
+//! kernels take them in f32), the embedding table once when the head is tied to it.
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use crate::cuda::MemoryLedger;
+use crate::model::weights::LlamaTensors;
+use crate::model::{LlamaConfig, Tensor};
+use crate::Result;
+
+pub(super) const PURPOSE: &str = "weights";
+
+pub(super) struct LayerWeights {
+    pub attn_norm: CudaSlice<f32>,
+    pub q: CudaSlice<bf16>,
+    pub k: CudaSlice<bf16>,
+    pub v: CudaSlice<bf16>,
+    pub o: CudaSlice<bf16>,
+    pub mlp_norm: CudaSlice<f32>,
+    pub gate: CudaSlice<bf16>,
+    pub up: CudaSlice<bf16>,
+    pub down: CudaSlice<bf16>,
+}
+
+pub(super) struct GpuWeights {
+    pub embed: CudaSlice<bf16>,
+    /// `None` when the head is tied to the embedding table.
+    pub lm_head: Option<CudaSlice<bf16>>,
+    pub final_norm: CudaSlice<f32>,
+    pub layers: Vec<LayerWeights>,
+}
+
+impl GpuWeights {
+    /// Uploads every tensor of `t` once.
+    pub fn upload(t: &LlamaTensors, ledger: &mut MemoryLedger) -> Result<Self> {
+        let mut matrix = |t: &Tensor| ledger.upload(PURPOSE, &t.name, &t.to_bf16_vec());
+        let embed = matrix(&t.embed)?;
+        let lm_head = if t.lm_head.name == t.embed.name { None } else { Some(matrix(&t.lm_head)?) };
+        let mut layers = Vec::with_capacity(t.layers.len());
+        for l in &t.layers {
+            let mut matrix = |t: &Tensor| ledger.upload(PURPOSE, &t.name, &t.to_bf16_vec());
+            let (q, k, v, o) = (matrix(&l.q)?, matrix(&l.k)?, matrix(&l.v)?, matrix(&l.o)?);
+            let (gate, up, down) = (matrix(&l.gate)?, matrix(&l.up)?, matrix(&l.down)?);
+            let attn_norm = ledger.upload(PURPOSE, &l.attn_norm.name, &l.attn_norm.to_f32_vec())?;
+            let mlp_norm = ledger.upload(PURPOSE, &l.mlp_norm.name, &l.mlp_norm.to_f32_vec())?;
+            layers.push(LayerWeights { attn_norm, q, k, v, o, mlp_norm, gate, up, down });
+        }
+        let final_norm = ledger.upload(PURPOSE, &t.final_norm.name, &t.final_norm.to_f32_vec())?;
+        Ok(GpuWeights { embed, lm_head, final_norm, layers })
+    }
+
+    /// The output head (the embedding table when tied).
+    pub fn head(&self) -> &CudaSlice<bf16> {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Device bytes of the weights as uploaded (bf16 matrices, f32 norms, tied table once).
+pub(super) fn device_bytes(c: &LlamaConfig) -> usize {
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    let per_layer = 2 * (2 * c.q_dim() * h + 2 * c.kv_dim() * h + 3 * h * f) + 4 * 2 * h;
+    let tables = 2 * c.vocab_size * h * if c.tie_word_embeddings { 1 } else { 2 };
+    c.num_layers * per_layer + tables + 4 * h
+}
+
+/// Bytes one decode step reads: every layer, the final norm, the head and one embedding row.
+pub(super) fn decode_read_bytes(c: &LlamaConfig) -> usize {
+    let h = c.hidden_size;
+    let untied_embedding = if c.tie_word_embeddings { 0 } else { 2 * c.vocab_size * h };
+    device_bytes(c) - untied_embedding + 2 * h
+}

@@ -1,0 +1,227 @@
+/* Parameter structs passed BY VALUE to every rooflab kernel (one struct per kernel family).
+ *
+ * This header is read three ways: by nvcc (C++17) when building the PTX, by bindgen (as C) to make
+ * engine/src/ffi/params.rs, and by humans. Device buffers are plain `unsigned long long` device
+ * addresses so bindgen turns them into u64 fields and the Rust side can pass any sub-range of an
+ * allocation; each field's comment says what it points to (dtype and row-major shape).
+ *
+ * The layout is pinned twice: the static_asserts below (size and offsets, checked by nvcc and by
+ * clang when bindgen runs) and tests/cpu_abi.rs (the `.param .align A .b8 NAME[SIZE]` of every
+ * kernel entry in the committed PTX against the Rust size/alignment). Add fields only at the end
+ * and keep every struct a multiple of 8 bytes, with explicit padding.
+ *
+ * Values that change between decode steps (token ids, positions, sequence lengths) are read from
+ * small device buffers, never passed here, so a captured CUDA graph can be replayed unchanged.
+ */
+#ifndef ROOFLAB_PARAMS_H
+#define ROOFLAB_PARAMS_H
+
+#ifdef __cplusplus
+#include <cstddef>
+#define ROOFLAB_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#include <stddef.h>
+#define ROOFLAB_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* ---- layers.cu ------------------------------------------------------------------------------ */
+
+/* out[t][i] = table[tokens[t]][i]; a token id >= vocab writes NaN (the host checks ids first). */
+typedef struct EmbeddingParams {
+    unsigned long long table;  /* bf16 [vocab][hidden] */
+    unsigned long long tokens; /* u32 [n_tokens] (device) */
+    unsigned long long out;    /* f32 [n_tokens][hidden] */
+    unsigned int n_tokens;
+    unsigned int hidden;
+    unsigned int vocab;
+    unsigned int pad0;
+} EmbeddingParams;
+
+/* out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * weight; out may equal x. */
+typedef struct RmsNormParams {
+    unsigned long long x;      /* f32 [rows][hidden] */
+    unsigned long long weight; /* f32 [hidden] */
+    unsigned long long out;    /* f32 [rows][hidden] */
+    unsigned int rows;
+    unsigned int hidden;
+    float eps;
+    unsigned int pad0;
+} RmsNormParams;
+
+/* Rotates q and k in place by positions[t] (HF rotate-half: dimension i pairs with i + head_dim/2).
+ * A position >= table_len writes NaN into that token's rows (the host checks positions first). */
+typedef struct RopeParams {
+    unsigned long long q;         /* f32 [n_tokens][num_heads][head_dim] */
+    unsigned long long k;         /* f32 [n_tokens][num_kv_heads][head_dim] */
+    unsigned long long cos;       /* f32 [table_len][head_dim/2] */
+    unsigned long long sin;       /* f32 [table_len][head_dim/2] */
+    unsigned long long positions; /* u32 [n_tokens] (device) */
+    unsigned int n_tokens;
+    unsigned int num_heads;
+    unsigned int num_kv_heads;
+    unsigned int head_dim;
+    unsigned int table_len;
+    unsigned int pad0;
+} RopeParams;
+
+/* out[i] = silu(gate[i]) * up[i]; out may equal gate or up. */
+typedef struct SiluMulParams {
+    unsigned long long gate; /* f32 [n] */
+    unsigned long long up;   /* f32 [n] */
+    unsigned long long out;  /* f32 [n] */
+    unsigned int n;
+    unsigned int pad0;
+} SiluMulParams;
+
+/* acc[i] += x[i]. */
+typedef struct ResidualAddParams {
+    unsigned long long acc; /* f32 [n] */
+    unsigned long long x;   /* f32 [n] */
+    unsigned int n;
+    unsigned int pad0;
+} ResidualAddParams;
+
+/* dst[i] = bf16(src[i]) (round to nearest even); feeds cuBLAS, whose A and B share one dtype. */
+typedef struct CastParams {
+    unsigned long long src; /* f32 [n] */
+    unsigned long long dst; /* bf16 [n] */
+    unsigned int n;
+    unsigned int pad0;
+} CastParams;
+
+/* k_cache[positions[t]][:] = bf16(k[t][:]), same for v. A position >= cache_len is skipped. */
+typedef struct KvAppendParams {
+    unsigned long long k;         /* f32 [n_tokens][kv_dim] */
+    unsigned long long v;         /* f32 [n_tokens][kv_dim] */
+    unsigned long long k_cache;   /* bf16 [cache_len][kv_dim] (one layer of one sequence) */
+    unsigned long long v_cache;   /* bf16 [cache_len][kv_dim] */
+    unsigned long long positions; /* u32 [n_tokens] (device) */
+    unsigned int n_tokens;
+    unsigned int kv_dim; /* num_kv_heads * head_dim */
+    unsigned int cache_len;
+    unsigned int pad0;
+} KvAppendParams;
+
+/* ---- gemv.cu -------------------------------------------------------------------------------- */
+
+/* y[j] = (accumulate ? y[j] : 0) + sum_i w[j][i] * x[i]   (f32 accumulation).
+ * When k % 8 == 0, w and x must be 16-byte aligned (the kernels use 16-byte loads). */
+typedef struct GemvParams {
+    unsigned long long w; /* bf16 [n][k] */
+    unsigned long long x; /* f32 or bf16 [k] (per entry point) */
+    unsigned long long y; /* f32 [n]; must not overlap x */
+    unsigned int n;
+    unsigned int k;
+    unsigned int accumulate;
+    unsigned int pad0;
+} GemvParams;
+
+/* y[r][j] = (accumulate ? y[r][j] : 0) + sum_i x[r][i] * w[j][i]   (f32 accumulation). */
+typedef struct GemmParams {
+    unsigned long long w; /* bf16 [n][k] */
+    unsigned long long x; /* f32 [m][k] */
+    unsigned long long y; /* f32 [m][n]; must not overlap x */
+    unsigned int m;
+    unsigned int n;
+    unsigned int k;
+    unsigned int accumulate;
+} GemmParams;
+
+/* ---- attention_decode.cu -------------------------------------------------------------------- */
+
+/* One query token per sequence against its contiguous KV cache. Sequence b sees cache rows
+ * 0 .. seq_lens[b] (its query sits at position seq_lens[b] - 1, so no causal mask is needed).
+ * Query head h uses KV head h / (num_heads / num_kv_heads). The split kernel writes one partial
+ * (normalised output, running max, running sum) per split; the combine kernel merges them. */
+typedef struct AttnDecodeParams {
+    unsigned long long q;           /* f32 [batch][num_heads][head_dim] */
+    unsigned long long k_cache;     /* bf16 [batch][cache_len][num_kv_heads][head_dim] */
+    unsigned long long v_cache;     /* bf16 [batch][cache_len][num_kv_heads][head_dim] */
+    unsigned long long seq_lens;    /* u32 [batch] (device), each in 1 ..= cache_len */
+    unsigned long long out;         /* f32 [batch][num_heads][head_dim] */
+    unsigned long long partial_out; /* f32 [batch][num_heads][num_splits][head_dim] */
+    unsigned long long partial_ml;  /* f32 [batch][num_heads][num_splits][2] (max, sum) */
+    unsigned int batch;
+    unsigned int num_heads;
+    unsigned int num_kv_heads;
+    unsigned int head_dim;
+    unsigned int num_splits;
+    unsigned int cache_len;
+    float scale;
+    unsigned int pad0;
+} AttnDecodeParams;
+
+/* ---- attention_prefill.cu ------------------------------------------------------------------- */
+
+/* Varlen prefill: sequence b owns query rows cu_seqlens_q[b] .. cu_seqlens_q[b+1] of q/out; its
+ * query i sits at position q_offsets[b] + i and attends to cache rows 0 .. seq_lens_k[b] (only
+ * 0 ..= q_offsets[b] + i when causal). lse (optional, 0 = not written) is the natural-log
+ * log-sum-exp of the scaled scores, [num_heads][total_q] with total_q = cu_seqlens_q[batch]. */
+typedef struct AttnPrefillParams {
+    unsigned long long q;            /* f32 [total_q][num_heads][head_dim] */
+    unsigned long long k_cache;      /* bf16 [batch][cache_len][num_kv_heads][head_dim] */
+    unsigned long long v_cache;      /* bf16 [batch][cache_len][num_kv_heads][head_dim] */
+    unsigned long long out;          /* f32 [total_q][num_heads][head_dim] */
+    unsigned long long lse;          /* f32 [num_heads][total_q], or 0 */
+    unsigned long long cu_seqlens_q; /* u32 [batch + 1] (device) */
+    unsigned long long seq_lens_k;   /* u32 [batch] (device), each <= cache_len */
+    unsigned long long q_offsets;    /* u32 [batch] (device) */
+    unsigned int batch;
+    unsigned int num_heads;
+    unsigned int num_kv_heads;
+    unsigned int head_dim;
+    unsigned int cache_len;
+    unsigned int causal;
+    float scale;
+    unsigned int pad0;
+} AttnPrefillParams;
+
+/* ---- layout pins ---------------------------------------------------------------------------- */
+
+ROOFLAB_STATIC_ASSERT(sizeof(EmbeddingParams) == 40, "EmbeddingParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(EmbeddingParams, n_tokens) == 24, "EmbeddingParams.n_tokens");
+ROOFLAB_STATIC_ASSERT(offsetof(EmbeddingParams, vocab) == 32, "EmbeddingParams.vocab");
+
+ROOFLAB_STATIC_ASSERT(sizeof(RmsNormParams) == 40, "RmsNormParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(RmsNormParams, rows) == 24, "RmsNormParams.rows");
+ROOFLAB_STATIC_ASSERT(offsetof(RmsNormParams, eps) == 32, "RmsNormParams.eps");
+
+ROOFLAB_STATIC_ASSERT(sizeof(RopeParams) == 64, "RopeParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(RopeParams, positions) == 32, "RopeParams.positions");
+ROOFLAB_STATIC_ASSERT(offsetof(RopeParams, n_tokens) == 40, "RopeParams.n_tokens");
+ROOFLAB_STATIC_ASSERT(offsetof(RopeParams, table_len) == 56, "RopeParams.table_len");
+
+ROOFLAB_STATIC_ASSERT(sizeof(SiluMulParams) == 32, "SiluMulParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(SiluMulParams, n) == 24, "SiluMulParams.n");
+
+ROOFLAB_STATIC_ASSERT(sizeof(ResidualAddParams) == 24, "ResidualAddParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(ResidualAddParams, n) == 16, "ResidualAddParams.n");
+
+ROOFLAB_STATIC_ASSERT(sizeof(CastParams) == 24, "CastParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(CastParams, n) == 16, "CastParams.n");
+
+ROOFLAB_STATIC_ASSERT(sizeof(KvAppendParams) == 56, "KvAppendParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(KvAppendParams, positions) == 32, "KvAppendParams.positions");
+ROOFLAB_STATIC_ASSERT(offsetof(KvAppendParams, n_tokens) == 40, "KvAppendParams.n_tokens");
+ROOFLAB_STATIC_ASSERT(offsetof(KvAppendParams, cache_len) == 48, "KvAppendParams.cache_len");
+
+ROOFLAB_STATIC_ASSERT(sizeof(GemvParams) == 40, "GemvParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(GemvParams, n) == 24, "GemvParams.n");
+ROOFLAB_STATIC_ASSERT(offsetof(GemvParams, accumulate) == 32, "GemvParams.accumulate");
+
+ROOFLAB_STATIC_ASSERT(sizeof(GemmParams) == 40, "GemmParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(GemmParams, m) == 24, "GemmParams.m");
+ROOFLAB_STATIC_ASSERT(offsetof(GemmParams, accumulate) == 36, "GemmParams.accumulate");
+
+ROOFLAB_STATIC_ASSERT(sizeof(AttnDecodeParams) == 88, "AttnDecodeParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, partial_ml) == 48, "AttnDecodeParams.partial_ml");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, batch) == 56, "AttnDecodeParams.batch");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, scale) == 80, "AttnDecodeParams.scale");
+
+ROOFLAB_STATIC_ASSERT(sizeof(AttnPrefillParams) == 96, "AttnPrefillParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, q_offsets) == 56, "AttnPrefillParams.q_offsets");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, batch) == 64, "AttnPrefillParams.batch");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, causal) == 84, "AttnPrefillParams.causal");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, scale) == 88, "AttnPrefillParams.scale");
+
+#endif /* ROOFLAB_PARAMS_H */

@@ -1,0 +1,21 @@
+//! Every GPU test, in one binary (so the bundle for the GPU machine stays small). Tests that need
+//! a GPU are `#[ignore = "needs a CUDA GPU"]`; run them there with `--include-ignored`. The few
+//! that are not ignored check what a machine WITHOUT a GPU must see (a clean `Error::NoGpu`, shape
+//! refusals before any GPU work) and pass on both kinds of machine.
+//!
+//! Kernel tests compare with the CPU reference (`rooflab::reference`) on random inputs at several
+//! shapes, awkward ones included; outputs are poisoned with NaN before each launch and checked to
+//! be fully written (and cache rows that must stay untouched are checked to still be NaN).
+
+#[path = "gpu/attention.rs"]
+mod attention;
+#[path = "gpu/common.rs"]
+mod common;
+#[path = "gpu/cuda.rs"]
+mod cuda;
+#[path = "gpu/gemv.rs"]
+mod gemv;
+#[path = "gpu/layers.rs"]
+mod layers;
+#[path = "gpu/model.rs"]
+mod model;
