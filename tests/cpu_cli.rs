@@ -8,7 +8,7 @@ use rooflab::model::random::{write_byte_tokenizer, write_random_checkpoint, Llam
 use rooflab::model::DType;
 
 const SHAPE: LlamaShape =
-    LlamaShape { hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2, head_dim: 16, vocab: 320, tied: true };
+    LlamaShape { hidden: 128, intermediate: 192, layers: 2, heads: 4, kv_heads: 2, head_dim: 64, vocab: 320, tied: true };
 
 fn model_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rooflab-cli-{}-{name}", std::process::id()));

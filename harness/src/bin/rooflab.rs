@@ -79,12 +79,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ImportDtype::Bf16)]
         dtype: ImportDtype,
     },
+    /// Regenerate report.md and the figures of a results folder from its raw files (and merge the
+    /// peers' JSON), then refresh results/README.md.
+    Report {
+        /// A run folder: results/<device>/<date>-<commit>.
+        dir: PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::ImportGguf { input, output, dtype } => import(&input, &output, dtype),
+        Command::Report { dir } => rooflab_harness::report::regenerate_with_index(&dir),
         Command::Generate {
             model,
             prompt,
@@ -136,7 +143,8 @@ fn load_model(dir: &Path, device: Device, context: Option<usize>) -> Result<Box<
     if device != Device::Cpu {
         match model::gpu::load(dir, context) {
             Ok(m) => return Ok(m),
-            Err(e @ rooflab::Error::NoGpu(_)) if device == Device::Auto => {
+            // auto: a machine without a usable GPU, or a model the GPU kernels don't cover, runs on the CPU.
+            Err(e @ (rooflab::Error::NoGpu(_) | rooflab::Error::Unsupported(_))) if device == Device::Auto => {
                 eprintln!("note: {e}; running on the CPU reference");
             }
             Err(e) => return Err(e.into()),
