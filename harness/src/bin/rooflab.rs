@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         context: Option<usize>,
     },
-    /// Convert a GGUF file (F32, F16, Q8_0, Q4_0, Q4_1) into a checkpoint folder.
+    /// Convert a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) into a checkpoint folder.
     ImportGguf {
         input: PathBuf,
         output: PathBuf,
