@@ -187,6 +187,13 @@ impl Checkpoint {
         Ok(Checkpoint { dir: dir.to_path_buf(), tensors, file_bytes })
     }
 
+    /// Opens one safetensors file on its own (test fixtures, kernel inputs for `run-kernel`).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let (list, file_bytes) = map_safetensors(path)?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(Checkpoint { dir, tensors: list.into_iter().map(|t| (t.name.clone(), t)).collect(), file_bytes })
+    }
+
     pub fn get(&self, name: &str) -> Result<&Tensor> {
         self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
     }
