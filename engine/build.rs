@@ -1,0 +1,53 @@
+//! Embeds the committed PTX (`ptx/<arch>/<module>.ptx`, built by scripts/build-ptx) into the engine, so the
+//! binary needs no kernel files at run time and no CUDA compiler at build time.
+//!
+//! Writes `$OUT_DIR/embedded_ptx.rs`:
+//! `pub static EMBEDDED_PTX: &[(&str, &str, &str)] = &[("sm_90a", "layers", include_str!("/abs/ptx/sm_90a/layers.ptx")), ...];`
+//! (arch folder, module = file stem, PTX text), sorted by arch then module so the output is stable.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::{env, fs};
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let ptx_root = manifest_dir.join("..").join("ptx");
+    // A directory as rerun-if-changed makes cargo rescan it, so added or removed PTX files are picked up too.
+    println!("cargo:rerun-if-changed={}", ptx_root.display());
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let files = ptx_files(&ptx_root);
+    let mut out = String::from("pub static EMBEDDED_PTX: &[(&str, &str, &str)] = &[\n");
+    for (arch, module, path) in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let path = path.to_str().unwrap_or_else(|| panic!("PTX path {} is not UTF-8", path.display()));
+        // `{:?}` writes a valid Rust string literal (quotes and backslashes escaped).
+        writeln!(out, "    ({arch:?}, {module:?}, include_str!({path:?})),").expect("writing to a String");
+    }
+    out.push_str("];\n");
+
+    let out_path = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("embedded_ptx.rs");
+    fs::write(&out_path, out).unwrap_or_else(|e| panic!("cannot write {}: {e}", out_path.display()));
+}
+
+/// `(arch, module, absolute path)` of every `ptx/<arch>/<module>.ptx`, sorted. A missing `ptx/` gives none:
+/// the engine then reports "no PTX for this GPU" at run time instead of failing the CPU-only build.
+fn ptx_files(ptx_root: &Path) -> Vec<(String, String, PathBuf)> {
+    let mut files = Vec::new();
+    let Ok(arch_dirs) = fs::read_dir(ptx_root) else { return files };
+    for arch_dir in arch_dirs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()) {
+        let Some(arch) = arch_dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        println!("cargo:rerun-if-changed={}", arch_dir.display());
+        let Ok(entries) = fs::read_dir(&arch_dir) else { continue };
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if path.extension().and_then(|x| x.to_str()) != Some("ptx") || !path.is_file() {
+                continue;
+            }
+            let Some(module) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+            let path = fs::canonicalize(&path).unwrap_or(path);
+            files.push((arch.clone(), module, path));
+        }
+    }
+    files.sort();
+    files
+}
