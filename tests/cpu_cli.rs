@@ -7,8 +7,16 @@ use std::process::Command;
 use rooflab::model::random::{write_byte_tokenizer, write_random_checkpoint, LlamaShape};
 use rooflab::model::DType;
 
-const SHAPE: LlamaShape =
-    LlamaShape { hidden: 128, intermediate: 192, layers: 2, heads: 4, kv_heads: 2, head_dim: 64, vocab: 320, tied: true };
+const SHAPE: LlamaShape = LlamaShape {
+    hidden: 128,
+    intermediate: 192,
+    layers: 2,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 64,
+    vocab: 320,
+    tied: true,
+};
 
 fn model_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rooflab-cli-{}-{name}", std::process::id()));
@@ -48,7 +56,8 @@ fn generates_and_reports_latency_on_the_cpu() {
     assert_eq!(run(&[]), run(&[]));
     let sampled = ["--temperature", "0.9", "--top-p", "0.95", "--seed", "11"];
     assert_eq!(run(&sampled), run(&sampled));
-    let (ok, _, stderr) = rooflab(&["generate", "--model", d, "--prompt", "hi", "--chat", "--max-new-tokens", "3", "--device", "cpu"]);
+    let (ok, _, stderr) =
+        rooflab(&["generate", "--model", d, "--prompt", "hi", "--chat", "--max-new-tokens", "3", "--device", "cpu"]);
     assert!(ok, "{stderr}");
 }
 
@@ -57,8 +66,7 @@ fn bad_input_gets_one_line_errors() {
     let dir = model_dir("bad");
     let d = dir.to_str().unwrap();
     let long = "x".repeat(50);
-    let (ok, _, stderr) =
-        rooflab(&["generate", "--model", d, "--prompt", &long, "--context", "16", "--device", "cpu"]);
+    let (ok, _, stderr) = rooflab(&["generate", "--model", d, "--prompt", &long, "--context", "16", "--device", "cpu"]);
     assert!(!ok);
     assert!(error_line(&stderr).contains("prompt has 50 tokens but the context holds 16"), "{stderr}");
 
@@ -79,8 +87,7 @@ fn cuda_without_a_gpu_is_a_clear_error() {
         return; // this machine has a GPU: tests/gpu.rs covers it
     }
     let dir = model_dir("nogpu");
-    let (ok, _, stderr) =
-        rooflab(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "a", "--device", "cuda"]);
+    let (ok, _, stderr) = rooflab(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "a", "--device", "cuda"]);
     assert!(!ok && error_line(&stderr).contains("no CUDA GPU"), "{stderr}");
     // auto falls back to the CPU reference with a note.
     let (ok, _, stderr) =
@@ -91,13 +98,32 @@ fn cuda_without_a_gpu_is_a_clear_error() {
 #[test]
 fn loading_and_decoding_stay_within_one_and_a_half_checkpoints_of_memory() {
     // ~90 MB of bf16 weights: large enough that a copy of the weights would show.
-    let shape = LlamaShape { hidden: 512, intermediate: 1536, layers: 8, heads: 8, kv_heads: 2, head_dim: 64, vocab: 32000, tied: false };
+    let shape = LlamaShape {
+        hidden: 512,
+        intermediate: 1536,
+        layers: 8,
+        heads: 8,
+        kv_heads: 2,
+        head_dim: 64,
+        vocab: 32000,
+        tied: false,
+    };
     let dir = std::env::temp_dir().join(format!("rooflab-cli-{}-mem", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_random_checkpoint(&dir, &shape.config_json(), 9, DType::BF16).unwrap();
     write_byte_tokenizer(&dir, shape.vocab).unwrap();
     let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len() as usize;
-    let (ok, _, stderr) = rooflab(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "memory", "--max-new-tokens", "4", "--device", "cpu"]);
+    let (ok, _, stderr) = rooflab(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "memory",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]);
     assert!(ok, "{stderr}");
     // The CLI reports its own VmHWM (a child's rusage would include the test process's peak: a
     // vfork child shares its parent's memory until exec).

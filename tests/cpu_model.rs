@@ -10,8 +10,16 @@ use rooflab::model::random::{write_random_checkpoint, LlamaShape};
 use rooflab::model::{CausalLm, Checkpoint, DType, Logits};
 use rooflab::Error;
 
-const SMALL: LlamaShape =
-    LlamaShape { hidden: 96, intermediate: 160, layers: 2, heads: 6, kv_heads: 2, head_dim: 16, vocab: 211, tied: false };
+const SMALL: LlamaShape = LlamaShape {
+    hidden: 96,
+    intermediate: 160,
+    layers: 2,
+    heads: 6,
+    kv_heads: 2,
+    head_dim: 16,
+    vocab: 211,
+    tied: false,
+};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rooflab-test-{}-{name}", std::process::id()));
@@ -101,8 +109,11 @@ fn load_error(dir: &Path) -> String {
 /// Rewrites `dir/model.safetensors` after `edit` changes its tensor list.
 fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<(String, DType, Vec<usize>, Vec<u8>)>)) {
     let ck = Checkpoint::open(dir).unwrap();
-    let mut tensors: Vec<_> =
-        ck.names().map(|n| ck.get(n).unwrap()).map(|t| (t.name.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec())).collect();
+    let mut tensors: Vec<_> = ck
+        .names()
+        .map(|n| ck.get(n).unwrap())
+        .map(|t| (t.name.clone(), t.dtype, t.shape.clone(), t.bytes().to_vec()))
+        .collect();
     drop(ck);
     edit(&mut tensors);
     write_safetensors(&dir.join("model.safetensors"), &tensors).unwrap();

@@ -47,8 +47,9 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| Error::Tokenizer(format!("{}: {e}", config_path.display())))?,
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| Error::Tokenizer(format!("{}: {e}", config_path.display())))?
+            }
             Err(_) => Value::Null,
         };
         Ok(Tokenizer {

@@ -76,7 +76,11 @@ impl Tensor {
     /// Fails with a message naming the tensor unless its shape is `expected`.
     pub fn expect_shape(&self, expected: &[usize]) -> Result<&Self> {
         if self.shape != expected {
-            return Err(Error::BadShape { name: self.name.clone(), found: self.shape.clone(), expected: expected.to_vec() });
+            return Err(Error::BadShape {
+                name: self.name.clone(),
+                found: self.shape.clone(),
+                expected: expected.to_vec(),
+            });
         }
         Ok(self)
     }
@@ -227,8 +231,8 @@ fn map_safetensors(path: &Path) -> Result<(Vec<Tensor>, usize)> {
         return Err(bad(format!("truncated safetensors file: header of {header_len} bytes, file of {len}")));
     }
     let data_start = 8 + header_len;
-    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&map[8..data_start])
-        .map_err(|e| bad(format!("unreadable safetensors header: {e}")))?;
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&map[8..data_start]).map_err(|e| bad(format!("unreadable safetensors header: {e}")))?;
     let mut tensors = Vec::new();
     for (name, value) in header {
         if name == "__metadata__" {
@@ -242,7 +246,12 @@ fn map_safetensors(path: &Path) -> Result<(Vec<Tensor>, usize)> {
         };
         let numel: usize = entry.shape.iter().product();
         if end < begin || end - begin != numel * dtype.size() {
-            return Err(bad(format!("tensor `{name}`: {} bytes for shape {:?} of {:?}", end.wrapping_sub(begin), entry.shape, dtype)));
+            return Err(bad(format!(
+                "tensor `{name}`: {} bytes for shape {:?} of {:?}",
+                end.wrapping_sub(begin),
+                entry.shape,
+                dtype
+            )));
         }
         if data_start + end > len {
             return Err(bad(format!(
@@ -250,7 +259,13 @@ fn map_safetensors(path: &Path) -> Result<(Vec<Tensor>, usize)> {
                 data_start + end
             )));
         }
-        tensors.push(Tensor { name, dtype, shape: entry.shape, file: map.clone(), range: data_start + begin..data_start + end });
+        tensors.push(Tensor {
+            name,
+            dtype,
+            shape: entry.shape,
+            file: map.clone(),
+            range: data_start + begin..data_start + end,
+        });
     }
     Ok((tensors, len))
 }

@@ -167,8 +167,7 @@ impl LlamaConfig {
     /// does (in f32), with llama3 scaling applied when configured.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim;
-        let base: Vec<f32> =
-            (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f32 / d as f32)).collect();
+        let base: Vec<f32> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f32 / d as f32)).collect();
         let Some(s) = &self.rope_scaling else { return base };
         let old_len = s.original_max_position_embeddings as f32;
         let low_freq_wavelen = old_len / s.low_freq_factor;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::weights::{LayerTensors, LlamaTensors};
-use super::{check_context, Checkpoint, CausalLm, DType, LlamaConfig, Logits, Tensor};
+use super::{check_context, CausalLm, Checkpoint, DType, LlamaConfig, Logits, Tensor};
 use crate::reference::{self as r, AttnShape, WeightRows};
 use crate::Result;
 

@@ -67,7 +67,16 @@ mod tests {
 
     #[test]
     fn single_key_returns_its_value_and_gqa_shares_kv_heads() {
-        let s = AttnShape { num_heads: 4, num_kv_heads: 2, head_dim: 2, q_len: 1, kv_len: 1, q_offset: 0, causal: true, scale: 0.5 };
+        let s = AttnShape {
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 2,
+            q_len: 1,
+            kv_len: 1,
+            q_offset: 0,
+            causal: true,
+            scale: 0.5,
+        };
         let q = [1.0, 2.0, -1.0, 0.5, 0.3, 0.3, 2.0, 2.0];
         let (out, lse) = attention(&q, &[1.0, 1.0, 0.0, 1.0], &[7.0, 8.0, -3.0, 4.0], &s);
         assert_eq!(out, vec![7.0, 8.0, 7.0, 8.0, -3.0, 4.0, -3.0, 4.0]);
@@ -76,7 +85,16 @@ mod tests {
 
     #[test]
     fn causal_offset_hides_future_keys() {
-        let s = AttnShape { num_heads: 1, num_kv_heads: 1, head_dim: 1, q_len: 2, kv_len: 3, q_offset: 0, causal: true, scale: 1.0 };
+        let s = AttnShape {
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 1,
+            q_len: 2,
+            kv_len: 3,
+            q_offset: 0,
+            causal: true,
+            scale: 1.0,
+        };
         let (out, _) = attention(&[0.0, 0.0], &[1.0, 1.0, 1.0], &[1.0, 3.0, 100.0], &s);
         assert_eq!(out, vec![1.0, 2.0]);
     }
