@@ -1,140 +1,266 @@
-// Prefill attention (several query tokens per sequence, varlen batch) against the contiguous bf16
-// KV cache, causal or not, any GQA ratio, f32 online softmax, optional LSE output.
+// Prefill attention: several query tokens per sequence, varlen batch, causal or not, any GQA ratio,
+// a query offset into the keys (chunked prefill), f32 softmax, optional LSE output. Numbered from
+// naive to fast, each version beside the one it improves (llm.c style); all take AttnPrefillParams.
 //
-//   attn_prefill_naive   one block per (query row, head, sequence), head_dim threads; a block-wide
-//                        dot product per key and an online-softmax update: the baseline.
-//   attn_prefill_hd64,   one block per (16-row query tile, head, sequence), 4 warps x 4 rows. Per
-//   attn_prefill_hd128   32-key tile the block stages K (padded) and V in shared memory as f32;
-//                        each lane scores one key for the warp's row, the warp updates the row's
-//                        running (max, sum) with two shuffle reductions, and each lane accumulates
-//                        head_dim/32 output dimensions. Simple and correct; a FlashAttention-style
-//                        tensor-core kernel replaces it later behind the same Rust interface.
+//   v0a  attn_prefill_naive_scores   S = scale * Q K^T written to global memory (f32), one thread per
+//        attn_prefill_naive_softmax  score; a block-wide softmax per row in place (and the LSE); one
+//        attn_prefill_naive_pv       thread per output element for P V. Three launches, S*S*H*4 bytes
+//                                    of scratch: the textbook baseline.
+//   v0b  attn_prefill_naive_row      one thread per query row: online softmax over every key, q and
+//                                    the accumulator in shared memory (so nothing spills).
+//   v1   attn_prefill_tiled_hd{64,128}  16 query rows per block, 32-key tiles staged as f32 in shared
+//                                    memory, one lane per key, online softmax with warp shuffles (SIMT,
+//                                    no tensor cores).
+//   v2   attn_prefill_flash_{bf16,f16}_hd{64,128}  FlashAttention-2 structure on mma.sync: 128 query
+//                                    rows per block (4 warps x 32 rows), K/V tiles of BN keys through
+//                                    cp.async into padded shared memory, ldmatrix (.trans for V) feeding
+//                                    m16n8k16 MMAs with f32 accumulators, the online softmax in registers
+//                                    in log2 space, P kept in registers as the A operand of P V, causal
+//                                    tiles past the diagonal skipped and only the boundary tiles masked.
 //
-// CPU oracle: engine/src/reference/attention.rs; wrappers: engine/src/kernels/attention_prefill.rs.
+// The element type of q/k/v/out (bf16 or f16) is a template parameter of v2 (one entry each) and a
+// run-time field (p.elem) of the others; q may be f32 (p.q_f32) and out f32 (p.out_f32), which is
+// what the model's prefill uses (f32 activations, bf16 KV cache) without extra cast kernels.
+//
+// CPU oracle: engine/src/reference/attention.rs; wrappers: engine/src/kernels/attention_prefill.rs;
+// design, FLOP and byte counts and measurements: kernels-cuda/notes/attention_prefill.md.
 
+#include <cuda_fp16.h>
 #include <math_constants.h>
 
 #include "common.cuh"
 
 using namespace rl;
 
-constexpr int PF_WARPS = 4;
-constexpr int PF_THREADS = PF_WARPS * WARP;
-constexpr int PF_ROWS_PER_WARP = 4;
-constexpr int PF_BQ = PF_WARPS * PF_ROWS_PER_WARP;  // query rows per block
-constexpr int PF_BK = WARP;                          // keys per tile: one per lane
+constexpr unsigned ELEM_F16 = 1;  // p.elem: 0 = bf16, 1 = f16
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr float LN2 = 0.6931471805599453f;
 
-// What one sequence of the batch looks like (all read from device buffers).
-struct SeqView {
-    unsigned q_begin, q_len, kv_len, q_offset, total_q;
+// ---- the batch ------------------------------------------------------------------------------
+
+// What one sequence of the batch looks like (read from the device buffers of the params).
+struct Seq {
+    unsigned q_begin;   // first row of q/out
+    unsigned q_len;     // query rows
+    unsigned total_q;   // rows of q/out in the whole batch (the LSE row length)
+    unsigned k_begin;   // first row of k/v
+    unsigned kv_len;    // keys the sequence has
+    unsigned q_offset;  // position of its first query among its keys
 };
 
-__device__ __forceinline__ SeqView seq_view(const AttnPrefillParams& p, unsigned b) {
+__device__ __forceinline__ Seq seq_view(const AttnPrefillParams& p, unsigned b) {
     const unsigned* cu = ptr<const unsigned>(p.cu_seqlens_q);
-    SeqView s;
+    Seq s;
     s.q_begin = cu[b];
     s.q_len = cu[b + 1] - cu[b];
-    s.kv_len = min(ptr<const unsigned>(p.seq_lens_k)[b], p.cache_len);
-    s.q_offset = ptr<const unsigned>(p.q_offsets)[b];
     s.total_q = cu[p.batch];
+    if (p.cu_seqlens_k) {
+        const unsigned* ck = ptr<const unsigned>(p.cu_seqlens_k);
+        s.k_begin = ck[b];
+        s.kv_len = ck[b + 1] - ck[b];
+    } else {
+        s.k_begin = b * p.cache_len;
+        s.kv_len = min(ptr<const unsigned>(p.seq_lens_k)[b], p.cache_len);
+    }
+    s.q_offset = p.q_offsets ? ptr<const unsigned>(p.q_offsets)[b] : 0u;
     return s;
 }
 
-// Keys row `row` of the sequence may see.
-__device__ __forceinline__ unsigned visible_keys(const AttnPrefillParams& p, const SeqView& s, unsigned row) {
+// Keys query row `row` of the sequence sees: 0 .. visible_keys - 1.
+__device__ __forceinline__ unsigned visible_keys(const AttnPrefillParams& p, const Seq& s, unsigned row) {
     return p.causal ? min(s.kv_len, s.q_offset + row + 1) : s.kv_len;
 }
 
-// ---- naive baseline -------------------------------------------------------------------------
+__device__ __forceinline__ unsigned kv_head_of(const AttnPrefillParams& p, unsigned h) {
+    return h / (p.num_heads / p.num_kv_heads);
+}
 
-template <int D>
-__device__ __forceinline__ void prefill_naive(const AttnPrefillParams& p) {
-    __shared__ float scratch[32];
-    const unsigned row = blockIdx.x, h = blockIdx.y, b = blockIdx.z, d = threadIdx.x;
-    const SeqView s = seq_view(p, b);
+// ---- element access for the run-time typed versions (v0, v1) ------------------------------
+
+__device__ __forceinline__ float load_elem(unsigned long long base, size_t i, unsigned elem) {
+    if (elem == ELEM_F16) return __half2float(ptr<const __half>(base)[i]);
+    return __bfloat162float(ptr<const __nv_bfloat16>(base)[i]);
+}
+
+__device__ __forceinline__ float load_q(const AttnPrefillParams& p, size_t i) {
+    return p.q_f32 ? ptr<const float>(p.q)[i] : load_elem(p.q, i, p.elem);
+}
+
+__device__ __forceinline__ void store_out(const AttnPrefillParams& p, size_t i, float v) {
+    if (p.out_f32) ptr<float>(p.out)[i] = v;
+    else if (p.elem == ELEM_F16) ptr<__half>(p.out)[i] = __float2half_rn(v);
+    else ptr<__nv_bfloat16>(p.out)[i] = __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ void store_lse(const AttnPrefillParams& p, const Seq& s, unsigned h, unsigned row, float v) {
+    if (p.lse) ptr<float>(p.lse)[(size_t)h * s.total_q + s.q_begin + row] = v;
+}
+
+// ---- v0a: materialised scores -------------------------------------------------------------
+
+// scores[(q_row * H + h) * max_kv_len + j] = scale * q . k_j for the visible keys j of each row.
+// grid (ceil(max_kv_len / 128), max_q_len, batch * H), block 128 threads.
+extern "C" __global__ void attn_prefill_naive_scores(const AttnPrefillParams p) {
+    const unsigned j = blockIdx.x * blockDim.x + threadIdx.x, row = blockIdx.y;
+    const unsigned h = blockIdx.z % p.num_heads, b = blockIdx.z / p.num_heads;
+    const Seq s = seq_view(p, b);
     if (row >= s.q_len) return;
-    const unsigned kvh = h / (p.num_heads / p.num_kv_heads);
-    const size_t row_stride = (size_t)p.num_kv_heads * D;
-    const __nv_bfloat16* k = ptr<const __nv_bfloat16>(p.k_cache) + (size_t)b * p.cache_len * row_stride + kvh * D;
-    const __nv_bfloat16* v = ptr<const __nv_bfloat16>(p.v_cache) + (size_t)b * p.cache_len * row_stride + kvh * D;
-    const size_t q_index = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + d;
-    const float q = ptr<const float>(p.q)[q_index] * p.scale;
-    const unsigned n_keys = visible_keys(p, s, row);
-    float m = -CUDART_INF_F, l = 0.0f, acc = 0.0f;
-    for (unsigned t = 0; t < n_keys; ++t) {
-        const float score = block_sum(q * bf16_to_f32(k[t * row_stride + d]), scratch);
+    const unsigned n = visible_keys(p, s, row);
+    if (j >= n || j >= p.max_kv_len) return;
+    const unsigned d_len = p.head_dim;
+    const size_t qi = ((size_t)(s.q_begin + row) * p.num_heads + h) * d_len;
+    const size_t ki = ((size_t)(s.k_begin + j) * p.num_kv_heads + kv_head_of(p, h)) * d_len;
+    float dot = 0.0f;
+    for (unsigned d = 0; d < d_len; ++d) dot = fmaf(load_q(p, qi + d), load_elem(p.k, ki + d, p.elem), dot);
+    ptr<float>(p.scores)[((size_t)(s.q_begin + row) * p.num_heads + h) * p.max_kv_len + j] = dot * p.scale;
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float m = -CUDART_INF_F;
+    for (int w = 0; w < warps; ++w) m = fmaxf(m, scratch[w]);
+    return m;
+}
+
+// Softmax of each score row in place (probabilities, f32) and its LSE.
+// grid (max_q_len, H, batch), block 256 threads.
+extern "C" __global__ void __launch_bounds__(256) attn_prefill_naive_softmax(const AttnPrefillParams p) {
+    __shared__ float scratch[32];
+    const unsigned row = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const Seq s = seq_view(p, b);
+    if (row >= s.q_len) return;  // whole block
+    const unsigned n = visible_keys(p, s, row);
+    if (n > p.max_kv_len) return;  // the P V kernel writes NaN for this row
+    float* srow = ptr<float>(p.scores) + ((size_t)(s.q_begin + row) * p.num_heads + h) * p.max_kv_len;
+    float m = -CUDART_INF_F;
+    for (unsigned j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, srow[j]);
+    m = block_max(m, scratch);
+    float sum = 0.0f;
+    for (unsigned j = threadIdx.x; j < n; j += blockDim.x) sum += expf(srow[j] - m);
+    sum = block_sum(sum, scratch);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (unsigned j = threadIdx.x; j < n; j += blockDim.x) srow[j] = expf(srow[j] - m) * inv;
+    if (threadIdx.x == 0) store_lse(p, s, h, row, n > 0 ? m + logf(sum) : -CUDART_INF_F);
+}
+
+// out[row][h][d] = sum_j P[row][h][j] * v[j][kv_head][d]. grid (max_q_len, H, batch), block head_dim.
+extern "C" __global__ void attn_prefill_naive_pv(const AttnPrefillParams p) {
+    const unsigned row = blockIdx.x, h = blockIdx.y, b = blockIdx.z, d = threadIdx.x;
+    const Seq s = seq_view(p, b);
+    if (row >= s.q_len) return;
+    const unsigned n = visible_keys(p, s, row);
+    const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * p.head_dim + d;
+    if (n > p.max_kv_len) {  // scratch too short for this row: say so loudly
+        store_out(p, oi, CUDART_NAN_F);
+        if (d == 0) store_lse(p, s, h, row, CUDART_NAN_F);
+        return;
+    }
+    const float* prow = ptr<const float>(p.scores) + ((size_t)(s.q_begin + row) * p.num_heads + h) * p.max_kv_len;
+    const size_t stride = (size_t)p.num_kv_heads * p.head_dim;
+    const size_t vi = ((size_t)s.k_begin * p.num_kv_heads + kv_head_of(p, h)) * p.head_dim + d;
+    float acc = 0.0f;
+    for (unsigned j = 0; j < n; ++j) acc = fmaf(prow[j], load_elem(p.v, vi + j * stride, p.elem), acc);
+    store_out(p, oi, acc);
+}
+
+// ---- v0b: one thread per query row --------------------------------------------------------
+
+constexpr int NR_THREADS = 32;
+constexpr int NR_MAX_D = 128;
+
+// grid (ceil(max_q_len / 32), H, batch), block 32 threads. Column t of the shared arrays belongs
+// to thread t (bank t), so the threads never share data and need no barrier.
+extern "C" __global__ void __launch_bounds__(NR_THREADS) attn_prefill_naive_row(const AttnPrefillParams p) {
+    __shared__ float qs[NR_MAX_D][NR_THREADS];
+    __shared__ float acc[NR_MAX_D][NR_THREADS];
+    const unsigned t = threadIdx.x, row = blockIdx.x * NR_THREADS + t, h = blockIdx.y, b = blockIdx.z;
+    const Seq s = seq_view(p, b);
+    if (row >= s.q_len) return;
+    const unsigned d_len = min(p.head_dim, (unsigned)NR_MAX_D);
+    const size_t qi = ((size_t)(s.q_begin + row) * p.num_heads + h) * d_len;
+    for (unsigned d = 0; d < d_len; ++d) {
+        qs[d][t] = load_q(p, qi + d) * p.scale;
+        acc[d][t] = 0.0f;
+    }
+    const size_t stride = (size_t)p.num_kv_heads * d_len;
+    const size_t kv0 = ((size_t)s.k_begin * p.num_kv_heads + kv_head_of(p, h)) * d_len;
+    const unsigned n = visible_keys(p, s, row);
+    float m = -CUDART_INF_F, l = 0.0f;
+    for (unsigned j = 0; j < n; ++j) {
+        float score = 0.0f;
+        for (unsigned d = 0; d < d_len; ++d) score = fmaf(qs[d][t], load_elem(p.k, kv0 + j * stride + d, p.elem), score);
         const float m_new = fmaxf(m, score);
         const float alpha = expf(m - m_new);
         const float w = expf(score - m_new);
         l = l * alpha + w;
-        acc = acc * alpha + w * bf16_to_f32(v[t * row_stride + d]);
+        for (unsigned d = 0; d < d_len; ++d)
+            acc[d][t] = fmaf(acc[d][t], alpha, w * load_elem(p.v, kv0 + j * stride + d, p.elem));
         m = m_new;
     }
-    ptr<float>(p.out)[q_index] = l > 0.0f ? acc / l : 0.0f;
-    if (p.lse && d == 0) ptr<float>(p.lse)[(size_t)h * s.total_q + s.q_begin + row] = l > 0.0f ? m + logf(l) : -CUDART_INF_F;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * d_len;
+    for (unsigned d = 0; d < d_len; ++d) store_out(p, oi + d, acc[d][t] * inv);
+    store_lse(p, s, h, row, l > 0.0f ? m + logf(l) : -CUDART_INF_F);
 }
 
-// grid (max q_len, num_heads, batch), block head_dim threads.
-extern "C" __global__ void attn_prefill_naive(const AttnPrefillParams p) {
-    if (p.head_dim == 64) prefill_naive<64>(p);
-    else if (p.head_dim == 128) prefill_naive<128>(p);
-}
+// ---- v1: tiled SIMT -----------------------------------------------------------------------
 
-// ---- tiled kernel ---------------------------------------------------------------------------
+constexpr int TL_WARPS = 4;
+constexpr int TL_THREADS = TL_WARPS * WARP;
+constexpr int TL_ROWS_PER_WARP = 4;
+constexpr int TL_BQ = TL_WARPS * TL_ROWS_PER_WARP;  // query rows per block
+constexpr int TL_BK = WARP;                          // keys per tile: one per lane
 
 template <int D>
 __device__ __forceinline__ void prefill_tiled(const AttnPrefillParams& p) {
     constexpr int DPL = D / WARP;  // output dimensions per lane
-    __shared__ float qs[PF_BQ][D];
-    __shared__ float ks[PF_BK][D + 1];  // +1: lane j reads row j, so rows must not share a bank
-    __shared__ float vs[PF_BK][D];
+    __shared__ float qs[TL_BQ][D];
+    __shared__ float ks[TL_BK][D + 1];  // +1: lane j reads row j, so rows must not share a bank
+    __shared__ float vs[TL_BK][D];
 
     const unsigned h = blockIdx.y, b = blockIdx.z;
     const unsigned tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
-    const SeqView s = seq_view(p, b);
-    const unsigned row0 = blockIdx.x * PF_BQ;
+    const Seq s = seq_view(p, b);
+    const unsigned row0 = blockIdx.x * TL_BQ;
     if (row0 >= s.q_len) return;  // whole block, before any barrier
-    const unsigned kvh = h / (p.num_heads / p.num_kv_heads);
-    const size_t row_stride = (size_t)p.num_kv_heads * D;
-    const __nv_bfloat16* k = ptr<const __nv_bfloat16>(p.k_cache) + (size_t)b * p.cache_len * row_stride + kvh * D;
-    const __nv_bfloat16* v = ptr<const __nv_bfloat16>(p.v_cache) + (size_t)b * p.cache_len * row_stride + kvh * D;
-    const float* q = ptr<const float>(p.q);
+    const size_t stride = (size_t)p.num_kv_heads * D;
+    const size_t kv0 = ((size_t)s.k_begin * p.num_kv_heads + kv_head_of(p, h)) * D;
 
-    for (unsigned idx = tid; idx < PF_BQ * D; idx += PF_THREADS) {
-        const unsigned r = idx / D, d = idx % D;
-        const unsigned row = row0 + r;
-        qs[r][d] = row < s.q_len ? q[((size_t)(s.q_begin + row) * p.num_heads + h) * D + d] * p.scale : 0.0f;
+    for (unsigned idx = tid; idx < TL_BQ * D; idx += TL_THREADS) {
+        const unsigned r = idx / D, d = idx % D, row = row0 + r;
+        qs[r][d] = row < s.q_len ? load_q(p, ((size_t)(s.q_begin + row) * p.num_heads + h) * D + d) * p.scale : 0.0f;
     }
-    const unsigned last_row = min(row0 + PF_BQ, s.q_len) - 1;
+    const unsigned last_row = min(row0 + TL_BQ, s.q_len) - 1;
     const unsigned kv_end = visible_keys(p, s, last_row);  // keys any row of this block sees
 
-    float m[PF_ROWS_PER_WARP], l[PF_ROWS_PER_WARP], acc[PF_ROWS_PER_WARP][DPL];
+    float m[TL_ROWS_PER_WARP], l[TL_ROWS_PER_WARP], acc[TL_ROWS_PER_WARP][DPL];
 #pragma unroll
-    for (int r = 0; r < PF_ROWS_PER_WARP; ++r) {
+    for (int r = 0; r < TL_ROWS_PER_WARP; ++r) {
         m[r] = -CUDART_INF_F;
         l[r] = 0.0f;
 #pragma unroll
         for (int i = 0; i < DPL; ++i) acc[r][i] = 0.0f;
     }
 
-    for (unsigned t0 = 0; t0 < kv_end; t0 += PF_BK) {
+    for (unsigned t0 = 0; t0 < kv_end; t0 += TL_BK) {
         __syncthreads();  // previous tile fully consumed (and qs written, on the first pass)
-        for (unsigned idx = tid; idx < PF_BK * D; idx += PF_THREADS) {
-            const unsigned j = idx / D, d = idx % D;
-            const unsigned key = t0 + j;
+        for (unsigned idx = tid; idx < TL_BK * D; idx += TL_THREADS) {
+            const unsigned j = idx / D, d = idx % D, key = t0 + j;
             const bool ok = key < kv_end;
-            ks[j][d] = ok ? bf16_to_f32(k[key * row_stride + d]) : 0.0f;
-            vs[j][d] = ok ? bf16_to_f32(v[key * row_stride + d]) : 0.0f;
+            ks[j][d] = ok ? load_elem(p.k, kv0 + key * stride + d, p.elem) : 0.0f;
+            vs[j][d] = ok ? load_elem(p.v, kv0 + key * stride + d, p.elem) : 0.0f;
         }
         __syncthreads();
 
 #pragma unroll
-        for (int r = 0; r < PF_ROWS_PER_WARP; ++r) {
-            const unsigned local = warp * PF_ROWS_PER_WARP + r;
-            const unsigned row = row0 + local;
+        for (int r = 0; r < TL_ROWS_PER_WARP; ++r) {
+            const unsigned local = warp * TL_ROWS_PER_WARP + r, row = row0 + local;
             if (row >= s.q_len) continue;  // warp-uniform
-            const unsigned key = t0 + lane;
-            const bool valid = key < visible_keys(p, s, row);
+            const bool valid = t0 + lane < visible_keys(p, s, row);
             float score = -CUDART_INF_F;
             if (valid) {
                 float dot = 0.0f;
@@ -152,7 +278,7 @@ __device__ __forceinline__ void prefill_tiled(const AttnPrefillParams& p) {
 #pragma unroll
             for (int i = 0; i < DPL; ++i) acc[r][i] *= alpha;
 #pragma unroll 8
-            for (int j = 0; j < PF_BK; ++j) {
+            for (int j = 0; j < TL_BK; ++j) {
                 const float pj = __shfl_sync(FULL_MASK, prob, j);
 #pragma unroll
                 for (int i = 0; i < DPL; ++i) acc[r][i] = fmaf(pj, vs[j][lane + i * WARP], acc[r][i]);
@@ -161,24 +287,741 @@ __device__ __forceinline__ void prefill_tiled(const AttnPrefillParams& p) {
     }
 
 #pragma unroll
-    for (int r = 0; r < PF_ROWS_PER_WARP; ++r) {
-        const unsigned row = row0 + warp * PF_ROWS_PER_WARP + r;
+    for (int r = 0; r < TL_ROWS_PER_WARP; ++r) {
+        const unsigned row = row0 + warp * TL_ROWS_PER_WARP + r;
         if (row >= s.q_len) continue;
-        float* out = ptr<float>(p.out) + ((size_t)(s.q_begin + row) * p.num_heads + h) * D;
+        const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
 #pragma unroll
-        for (int i = 0; i < DPL; ++i) out[lane + i * WARP] = acc[r][i] * inv;
-        if (p.lse && lane == 0)
-            ptr<float>(p.lse)[(size_t)h * s.total_q + s.q_begin + row] = l[r] > 0.0f ? m[r] + logf(l[r]) : -CUDART_INF_F;
+        for (int i = 0; i < DPL; ++i) store_out(p, oi + lane + i * WARP, acc[r][i] * inv);
+        if (lane == 0) store_lse(p, s, h, row, l[r] > 0.0f ? m[r] + logf(l[r]) : -CUDART_INF_F);
     }
 }
 
-// grid (ceil(max q_len / 16), num_heads, batch), block 128 threads. One entry per head_dim:
-// shared arrays of both sizes in one kernel would add up past the 48 KB static limit.
-extern "C" __global__ void __launch_bounds__(PF_THREADS) attn_prefill_hd64(const AttnPrefillParams p) {
+// grid (ceil(max_q_len / 16), H, batch), block 128 threads. One entry per head_dim: shared arrays
+// of both sizes in one kernel would add up past the 48 KB static limit.
+extern "C" __global__ void __launch_bounds__(TL_THREADS) attn_prefill_tiled_hd64(const AttnPrefillParams p) {
     if (p.head_dim == 64) prefill_tiled<64>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(PF_THREADS) attn_prefill_hd128(const AttnPrefillParams p) {
+extern "C" __global__ void __launch_bounds__(TL_THREADS) attn_prefill_tiled_hd128(const AttnPrefillParams p) {
     if (p.head_dim == 128) prefill_tiled<128>(p);
 }
+
+// ---- v2: FlashAttention-2 on mma.sync -----------------------------------------------------
+//
+// Block: 4 warps, BM = 128 query rows of one (sequence, head); warp w owns rows 32w .. 32w + 31 as
+// two m16 tiles. Per K/V tile of BN keys (FA2's pipeline, one buffer each for K and V):
+//
+//   wait K[j]; barrier          K[j] landed, every warp done with V[j-1]
+//   issue V[j] (cp.async)       overlaps S = Q K[j]^T
+//   S = Q K^T                   ldmatrix Q (smem) and K, m16n8k16 MMAs, f32 accumulators
+//   mask                        only tiles that cross the causal diagonal or the end of the keys
+//   wait V[j]; barrier          V[j] landed, every warp done with K[j]
+//   issue K[j+1]                overlaps the softmax and P V
+//   online softmax              row max over the quad (2 shuffles), exp2 with the scale folded in,
+//                               O rescaled; the row sum stays per thread until the end
+//   O += P V                    P converted to bf16/f16 in registers is the A operand (the C
+//                               layout of two n8 tiles is the A layout of one k16 step); V through
+//                               ldmatrix.trans
+//
+// Shared memory rows are padded by 8 elements (16 bytes): the 8 row addresses of an ldmatrix
+// phase then fall in 8 different 16-byte bank groups, so reads are conflict-free without a swizzle.
+// Out-of-range rows are zero-filled by cp.async (src-size 0) and their scores masked, so any
+// sequence length works and nothing outside the sequence is read.
+
+namespace flash {
+
+constexpr int WARPS = 4;
+constexpr int THREADS = WARPS * WARP;
+constexpr int BM = 128;            // query rows per block
+constexpr int ROWS_PER_WARP = 32;  // two m16 tiles
+constexpr int MT = ROWS_PER_WARP / 16;
+constexpr int PAD = 8;  // elements of padding per shared-memory row
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+    const int src_size = valid ? 16 : 0;  // 0: nothing is read, the 16 bytes are zero-filled
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_size) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// `x`, hidden from the optimiser (an empty asm that "may change" it), so that values derived from it are
+// recomputed where they are used instead of being hoisted out of loops and held in registers.
+__device__ __forceinline__ unsigned opaque(unsigned x) {
+    asm volatile("" : "+r"(x));
+    return x;
+}
+
+__device__ __forceinline__ size_t opaque(size_t x) {
+    asm volatile("" : "+l"(x));
+    return x;
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Per element type: the MMA and the f32 -> 2 x 16-bit packing (the first value in the low half).
+template <typename T>
+struct Ops;
+
+template <>
+struct Ops<__nv_bfloat16> {
+    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        uint32_t r;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
+    }
+};
+
+template <>
+struct Ops<__half> {
+    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%0, %1, %2, %3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        uint32_t r;
+        asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
+    }
+};
+
+// Shared-memory bytes of one configuration (the host computes the same: flash_shared_bytes).
+template <int D, int BN>
+constexpr int smem_bytes() {
+    return (BM + 2 * BN) * (D + PAD) * 2;
+}
+
+// Copies rows 0 .. ROWS-1 of a tile (row r at g + r * g_stride elements) into shared memory with row
+// stride D + PAD; rows >= valid (>= 1) are zero-filled without touching global memory. Thread t copies
+// chunk t % CHUNKS of rows t / CHUNKS + i * ROW_STEP, so its addresses are one base plus constant steps
+// (few live registers across the main loop).
+template <typename T, int ROWS, int D>
+__device__ __forceinline__ void load_tile(T* s, const T* g, size_t g_stride, unsigned valid, unsigned tid) {
+    constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
+    constexpr int ROW_STEP = THREADS / CHUNKS;
+    static_assert(THREADS % CHUNKS == 0 && ROWS % ROW_STEP == 0, "tile must split evenly over the block");
+    // Opaque copies: recomputing these addresses per tile costs a few integer ops, while letting the
+    // compiler hoist one 64-bit address per chunk out of the main loop costs ~30 registers (spills).
+    const unsigned r0 = opaque(tid) / CHUNKS, ch = tid % CHUNKS;
+    g_stride = opaque(g_stride);
+    const T* src = g + (size_t)r0 * g_stride + ch * 8;
+    const uint32_t dst = smem_addr(s + r0 * (D + PAD) + ch * 8);
+#pragma unroll
+    for (int i = 0; i < ROWS / ROW_STEP; ++i) {
+        const bool ok = r0 + i * ROW_STEP < valid;
+        cp_async_16(dst + i * ROW_STEP * (D + PAD) * 2, ok ? src + (size_t)i * ROW_STEP * g_stride : g, ok);
+    }
+}
+
+// The Q tile from f32 (the model's activations): converted while staged; plain shared stores.
+template <typename T, int D>
+__device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride, unsigned valid, unsigned tid) {
+    constexpr int CHUNKS = D / 8;
+#pragma unroll 4
+    for (int i = 0; i < BM * CHUNKS / THREADS; ++i) {
+        const unsigned c = tid + i * THREADS, r = c / CHUNKS, ch = c % CHUNKS;
+        uint4 packed = make_uint4(0, 0, 0, 0);
+        if (r < valid) {
+            const float4* src = reinterpret_cast<const float4*>(g + (size_t)r * g_stride + ch * 8);
+            const float4 a = __ldg(src), b = __ldg(src + 1);
+            packed = make_uint4(Ops<T>::pack(a.x, a.y), Ops<T>::pack(a.z, a.w), Ops<T>::pack(b.x, b.y),
+                                Ops<T>::pack(b.z, b.w));
+        }
+        *reinterpret_cast<uint4*>(s + r * (D + PAD) + ch * 8) = packed;
+    }
+}
+
+template <typename T, int D, int BN>
+__device__ __forceinline__ void forward(const AttnPrefillParams& p) {
+    constexpr int SD = D + PAD;   // shared row stride, elements
+    constexpr int NT = BN / 8;    // n8 tiles of S per m16 tile
+    constexpr int DT = D / 8;     // n8 tiles of O per m16 tile
+    static_assert(D % 16 == 0 && BN % 16 == 0, "tile sizes");
+    extern __shared__ uint4 smem_raw[];
+    T* sQ = reinterpret_cast<T*>(smem_raw);
+    T* sK = sQ + BM * SD;
+    T* sV = sK + BN * SD;
+
+    const unsigned tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
+    const unsigned h = blockIdx.y, b = blockIdx.z;
+    // Causal blocks further down the sequence have more tiles: start those first.
+    const unsigned m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const Seq s = seq_view(p, b);
+    const unsigned m0 = m_block * BM;
+    if (m0 >= s.q_len) return;  // whole block, before any barrier
+    const unsigned rows_here = min((unsigned)BM, s.q_len - m0);
+
+    // Keys any row of the block sees, tiles to visit, and the first tile that needs a mask.
+    unsigned n_end = s.kv_len;
+    unsigned mask_from = s.kv_len / BN;  // tiles from here hold keys >= kv_len
+    if (p.causal) {
+        n_end = min(n_end, s.q_offset + m0 + rows_here);
+        mask_from = min(mask_from, (s.q_offset + m0 + 1) / BN);  // tiles from here cross the diagonal
+    }
+    const unsigned n_tiles = (n_end + BN - 1) / BN;
+
+    const size_t q_stride = (size_t)p.num_heads * D, kv_stride = (size_t)p.num_kv_heads * D;
+    const size_t q_first = (size_t)(s.q_begin + m0) * q_stride + (size_t)h * D;
+    const T* gK = ptr<const T>(p.k) + (size_t)s.k_begin * kv_stride + (size_t)kv_head_of(p, h) * D;
+    const T* gV = ptr<const T>(p.v) + (size_t)s.k_begin * kv_stride + (size_t)kv_head_of(p, h) * D;
+
+    if (p.q_f32) load_q_f32<T, D>(sQ, ptr<const float>(p.q) + q_first, q_stride, rows_here, tid);
+    else load_tile<T, BM, D>(sQ, ptr<const T>(p.q) + q_first, q_stride, rows_here, tid);
+    if (n_tiles > 0) load_tile<T, BN, D>(sK, gK, kv_stride, min((unsigned)BN, s.kv_len), tid);
+    cp_async_commit();
+
+    // Per-thread ldmatrix addresses (bytes), tile offsets added as immediates in the loops.
+    // A (Q, 16x16): lanes 0-15 rows 0-15 at k 0, lanes 16-31 rows 0-15 at k 8.
+    const uint32_t q_addr = smem_addr(sQ + (warp * ROWS_PER_WARP + lane % 16) * SD + (lane / 16) * 8);
+    // B of Q K^T (K rows = keys, 16 keys x 16 dims): matrices (keys 0-7, d 0), (keys 0-7, d 8), (keys 8-15, d 0), (keys 8-15, d 8).
+    const uint32_t k_addr = smem_addr(sK + (lane % 8 + (lane / 16) * 8) * SD + ((lane / 8) % 2) * 8);
+    // B of P V through .trans (16 keys x 16 dims): (keys 0-7, d 0), (keys 8-15, d 0), (keys 0-7, d 8), (keys 8-15, d 8).
+    const uint32_t v_addr = smem_addr(sV + (lane % 8 + ((lane / 8) % 2) * 8) * SD + (lane / 16) * 8);
+    constexpr uint32_t ROW_BYTES = SD * 2;
+
+    // The rows this thread holds: (lane / 4) and (lane / 4 + 8) of each m16 tile; its S/O columns
+    // are 2 * (lane % 4) and the next one of each n8 tile.
+    const unsigned row_in_block = warp * ROWS_PER_WARP + lane / 4;
+    const unsigned col_in_tile = 2 * (lane % 4);
+    const float sl2 = p.scale * LOG2E;
+
+    float o[MT][DT][4];
+    float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            m_run[mt][hf] = -CUDART_INF_F;
+            l_run[mt][hf] = 0.0f;
+        }
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) o[mt][dt][i] = 0.0f;
+    }
+
+    for (unsigned j = 0; j < n_tiles; ++j) {
+        const unsigned t0 = j * BN;
+        const unsigned keys_here = min((unsigned)BN, s.kv_len - t0);
+        cp_async_wait_all();
+        __syncthreads();  // K[j] (and Q) visible; every warp is done reading V[j-1]
+        load_tile<T, BN, D>(sV, gV + (size_t)t0 * kv_stride, kv_stride, keys_here, tid);
+        cp_async_commit();
+
+        // S = Q K^T
+        float sacc[MT][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) sacc[mt][nt][i] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            uint32_t qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) ldsm_x4(qa[mt], q_addr + mt * 16 * ROW_BYTES + kk * 32);
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                uint32_t kb[4];
+                ldsm_x4(kb, k_addr + np * 16 * ROW_BYTES + kk * 32);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    Ops<T>::mma(sacc[mt][2 * np], qa[mt], kb[0], kb[1]);
+                    Ops<T>::mma(sacc[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+                }
+            }
+        }
+
+        if (j >= mask_from) {  // block-uniform: only tiles at the diagonal or the end of the keys
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf) {
+                    const unsigned row = m0 + row_in_block + mt * 16 + hf * 8;
+                    const unsigned limit = p.causal ? min(s.kv_len, s.q_offset + row + 1) : s.kv_len;
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e)
+                            if (t0 + nt * 8 + col_in_tile + e >= limit) sacc[mt][nt][2 * hf + e] = -CUDART_INF_F;
+                }
+        }
+
+        cp_async_wait_all();
+        __syncthreads();  // V[j] visible; every warp is done reading K[j]
+        if (j + 1 < n_tiles) {
+            const unsigned t1 = t0 + BN;
+            load_tile<T, BN, D>(sK, gK + (size_t)t1 * kv_stride, kv_stride, min((unsigned)BN, s.kv_len - t1), tid);
+            cp_async_commit();
+        }
+
+        // Online softmax in log2 space: p = 2^(s * scale * log2(e) - m * scale * log2(e)). P is packed
+        // to 16-bit pairs as it is made, in the A layout of P V: the C layout of n8 tiles 2k and 2k+1
+        // is the A layout of k16 step k (rows g / g+8, columns 2t, 2t+1 and 8+2t, 8+2t+1).
+        uint32_t pa[MT][BN / 16][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                float mx = m_run[mt][hf];
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(sacc[mt][nt][2 * hf], sacc[mt][nt][2 * hf + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+                // A row that has seen no key yet keeps max -inf: subtract 0 instead (no inf - inf).
+                const float m_scaled = mx == -CUDART_INF_F ? 0.0f : mx * sl2;
+                const float alpha = fast_exp2(m_run[mt][hf] * sl2 - m_scaled);
+                m_run[mt][hf] = mx;
+                float row_sum = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    const float p0 = fast_exp2(fmaf(sacc[mt][nt][2 * hf], sl2, -m_scaled));
+                    const float p1 = fast_exp2(fmaf(sacc[mt][nt][2 * hf + 1], sl2, -m_scaled));
+                    row_sum += p0 + p1;
+                    pa[mt][nt / 2][(nt % 2) * 2 + hf] = Ops<T>::pack(p0, p1);
+                }
+                l_run[mt][hf] = l_run[mt][hf] * alpha + row_sum;
+#pragma unroll
+                for (int dt = 0; dt < DT; ++dt) {
+                    o[mt][dt][2 * hf] *= alpha;
+                    o[mt][dt][2 * hf + 1] *= alpha;
+                }
+            }
+
+        // O += P V
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                uint32_t vb[4];
+                ldsm_x4_trans(vb, v_addr + kk * 16 * ROW_BYTES + dp * 32);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    Ops<T>::mma(o[mt][2 * dp], pa[mt][kk], vb[0], vb[1]);
+                    Ops<T>::mma(o[mt][2 * dp + 1], pa[mt][kk], vb[2], vb[3]);
+                }
+            }
+        }
+    }
+
+    // Epilogue: full row sums over the quad, normalise once, write O (and the LSE).
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            float l = l_run[mt][hf];
+            l += __shfl_xor_sync(FULL_MASK, l, 1);
+            l += __shfl_xor_sync(FULL_MASK, l, 2);
+            const unsigned row = m0 + row_in_block + mt * 16 + hf * 8;
+            if (row >= s.q_len) continue;
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col_in_tile;
+            if (p.out_f32) {
+                float* out = ptr<float>(p.out) + oi;
+#pragma unroll
+                for (int dt = 0; dt < DT; ++dt)
+                    *reinterpret_cast<float2*>(out + dt * 8) =
+                        make_float2(o[mt][dt][2 * hf] * inv, o[mt][dt][2 * hf + 1] * inv);
+            } else {
+                T* out = ptr<T>(p.out) + oi;
+#pragma unroll
+                for (int dt = 0; dt < DT; ++dt)
+                    *reinterpret_cast<uint32_t*>(out + dt * 8) =
+                        Ops<T>::pack(o[mt][dt][2 * hf] * inv, o[mt][dt][2 * hf + 1] * inv);
+            }
+            if (lane % 4 == 0)
+                store_lse(p, s, h, row, l > 0.0f ? (m_run[mt][hf] * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
+        }
+}
+
+}  // namespace flash
+
+// grid (ceil(max_q_len / 128), H, batch), block 128 threads, dynamic shared memory
+// flash::smem_bytes<D, BN>() (above 48 KB: the host raises the function's limit first).
+// D = 128 uses 64-key tiles, D = 64 128-key tiles (FA2's choice for the H100): 192 f32 accumulators
+// per thread either way.
+#define ROOFLAB_FLASH_ENTRY(NAME, T, D, BN)                                                   \
+    extern "C" __global__ void __launch_bounds__(flash::THREADS) NAME(const AttnPrefillParams p) { \
+        if (p.head_dim == D) flash::forward<T, D, BN>(p);                                     \
+    }
+
+ROOFLAB_FLASH_ENTRY(attn_prefill_flash_bf16_hd64, __nv_bfloat16, 64, 64)
+ROOFLAB_FLASH_ENTRY(attn_prefill_flash_bf16_hd128, __nv_bfloat16, 128, 32)
+ROOFLAB_FLASH_ENTRY(attn_prefill_flash_f16_hd64, __half, 64, 64)
+ROOFLAB_FLASH_ENTRY(attn_prefill_flash_f16_hd128, __half, 128, 32)
+
+// ---- v3: sm_90a, warpgroup MMA (wgmma) --------------------------------------------------------
+//
+// UNVERIFIED: written without a Hopper GPU (kernels-cuda/notes/attention_prefill.md says what was and
+// was not checked). The host selects it on compute capability 9.x unless ROOFLAB_PREFILL_FLASH=mma.
+//
+// Block: 2 warpgroups (8 warps), BM = 128 query rows, warpgroup g owning rows 64g .. 64g + 63, which
+// is the M = 64 of one wgmma. Per key tile of BN = 128:
+//   S = Q K^T      wgmma m64n128k16 x D/16, A (Q) and B (K) read by the tensor cores from shared memory
+//   softmax        as in v2 (each thread holds rows g and g + 8 of its warp's 16 and 2 columns per n8)
+//   O += P V       wgmma m64nDk16 x BN/16, A = P from registers (the accumulator layout of S is the
+//                  A-fragment layout), B = V read N-major (transposed) from shared memory
+// K/V tiles are double-buffered: the cp.async copies of tile j+2 run while tile j+1 is computed.
+// Shared tiles use the no-swizzle ("interleaved") canonical layout: 8-row x 16-byte core matrices of
+// 128 contiguous bytes, 128 bytes apart along the rows and rows * 16 bytes apart along the 16-byte
+// chunks, so one formula (tile_offset) serves Q and K (K-major operands: SBO 128, LBO rows * 16) and
+// V (N-major operand: LBO 128 along the keys, SBO rows * 16 along the head dim).
+// No mbarrier, no TMA: every wait is a cp.async or wgmma group wait, so a mistake here gives wrong
+// numbers or a launch error, never a hang.
+
+namespace wg {
+
+constexpr int WARPGROUPS = 2;
+constexpr int THREADS = WARPGROUPS * 128;
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+constexpr int BM = 64 * WARPGROUPS;
+constexpr int BN = 128;  // dynamic shared memory: (BM + 4 BN) * D * 2 bytes (Q, two stages of K and V)
+
+// wgmma.mma_async wrappers (operand lists written out by a generator; the shapes used are m64n128k16
+// with A and B from shared memory, and m64n{64,128}k16 with A from registers and B transposed).
+__device__ __forceinline__ void wgmma_ss_n128_bf16(float* d, uint64_t a, uint64_t b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_rs_n64_bf16(float* d, const uint32_t* a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_rs_n128_bf16(float* d, const uint32_t* a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_ss_n128_f16(float* d, uint64_t a, uint64_t b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_rs_n64_f16(float* d, const uint32_t* a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ __forceinline__ void wgmma_rs_n128_f16(float* d, const uint32_t* a, uint64_t b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+
+// Byte offset of 16-byte chunk `c` of row `r` in a tile of `rows` rows (the no-swizzle core-matrix layout).
+__device__ __forceinline__ uint32_t tile_offset(uint32_t r, uint32_t c, uint32_t rows) {
+    return c * rows * 16 + (r / 8) * 128 + (r % 8) * 16;
+}
+
+// A shared-memory matrix descriptor, no swizzle: start address, leading (K-direction) and stride
+// (M/N-direction) byte offsets between core matrices, each encoded as (x & 0x3FFFF) >> 4.
+__device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)((lbo & 0x3FFFF) >> 4) << 16) |
+           ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+// Keeps the compiler from moving reads or writes of accumulator registers across the asynchronous
+// wgmma region (the asm statements above carry no register operands).
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+template <typename T>
+constexpr bool is_half = false;
+template <>
+constexpr bool is_half<__half> = true;
+
+template <typename T>
+__device__ __forceinline__ void mma_qk(float (&s)[BN / 2], uint64_t a, uint64_t b, int accumulate) {
+    if constexpr (is_half<T>) wgmma_ss_n128_f16(s, a, b, accumulate);
+    else wgmma_ss_n128_bf16(s, a, b, accumulate);
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void mma_pv(float (&o)[D / 2], const uint32_t (&a)[4], uint64_t b) {
+    if constexpr (D == 64) {
+        if constexpr (is_half<T>) wgmma_rs_n64_f16(o, a, b);
+        else wgmma_rs_n64_bf16(o, a, b);
+    } else {
+        if constexpr (is_half<T>) wgmma_rs_n128_f16(o, a, b);
+        else wgmma_rs_n128_bf16(o, a, b);
+    }
+}
+
+// cp.async of a ROWS x D tile (row r at g + r * g_stride) into the core-matrix layout. Each warp
+// instruction covers 8 rows x 4 chunks: 64 contiguous global bytes per row, and 4 whole core matrices
+// (conflict-free) in shared memory. Rows >= valid (>= 1) are zero-filled.
+template <typename T, int ROWS, int D>
+__device__ __forceinline__ void load_tile(uint32_t s, const T* g, size_t g_stride, unsigned valid, unsigned tid) {
+    constexpr int CHUNKS = D / 8, CHUNK_BLOCKS = CHUNKS / 4, GROUPS = ROWS / 8 * CHUNK_BLOCKS;
+    constexpr int WARPS = THREADS / WARP;
+    static_assert(CHUNKS % 4 == 0 && GROUPS % WARPS == 0, "tile must split evenly over the warps");
+    const unsigned lane = tid % WARP, warp = flash::opaque(tid) / WARP;
+    g_stride = flash::opaque(g_stride);
+#pragma unroll
+    for (int i = 0; i < GROUPS / WARPS; ++i) {
+        const unsigned group = warp + i * WARPS;
+        const unsigned r = (group / CHUNK_BLOCKS) * 8 + lane % 8, c = (group % CHUNK_BLOCKS) * 4 + lane / 8;
+        const bool ok = r < valid;
+        flash::cp_async_16(s + tile_offset(r, c, ROWS), ok ? g + (size_t)r * g_stride + c * 8 : g, ok);
+    }
+}
+
+// The Q tile from f32, converted while staged (plain shared stores; the caller fences them for the
+// async proxy before the barrier).
+template <typename T, int D>
+__device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride, unsigned valid, unsigned tid) {
+    constexpr int CHUNKS = D / 8;
+#pragma unroll 4
+    for (int i = 0; i < BM * CHUNKS / THREADS; ++i) {
+        const unsigned idx = tid + i * THREADS, r = idx / CHUNKS, c = idx % CHUNKS;
+        uint4 packed = make_uint4(0, 0, 0, 0);
+        if (r < valid) {
+            const float4* src = reinterpret_cast<const float4*>(g + (size_t)r * g_stride + c * 8);
+            const float4 a = __ldg(src), b = __ldg(src + 1);
+            packed = make_uint4(flash::Ops<T>::pack(a.x, a.y), flash::Ops<T>::pack(a.z, a.w),
+                                flash::Ops<T>::pack(b.x, b.y), flash::Ops<T>::pack(b.z, b.w));
+        }
+        *reinterpret_cast<uint4*>(reinterpret_cast<char*>(s) + tile_offset(r, c, BM)) = packed;
+    }
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void forward(const AttnPrefillParams& p) {
+    constexpr int NT = BN / 8, DT = D / 8;
+    constexpr uint32_t Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
+    extern __shared__ uint4 smem_raw[];
+    T* sQ = reinterpret_cast<T*>(smem_raw);
+    const uint32_t q_smem = flash::smem_addr(sQ), k_smem = q_smem + Q_BYTES, v_smem = k_smem + 2 * KV_BYTES;
+
+    const unsigned tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, group = warp / 4;
+    const unsigned h = blockIdx.y, b = blockIdx.z;
+    const unsigned m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const Seq s = seq_view(p, b);
+    const unsigned m0 = m_block * BM;
+    if (m0 >= s.q_len) return;  // whole block, before any barrier
+    const unsigned rows_here = min((unsigned)BM, s.q_len - m0);
+    unsigned n_end = s.kv_len;
+    unsigned mask_from = s.kv_len / BN;
+    if (p.causal) {
+        n_end = min(n_end, s.q_offset + m0 + rows_here);
+        mask_from = min(mask_from, (s.q_offset + m0 + 1) / BN);
+    }
+    const unsigned n_tiles = (n_end + BN - 1) / BN;
+
+    const size_t q_stride = (size_t)p.num_heads * D, kv_stride = (size_t)p.num_kv_heads * D;
+    const size_t q_first = (size_t)(s.q_begin + m0) * q_stride + (size_t)h * D;
+    const T* gK = ptr<const T>(p.k) + (size_t)s.k_begin * kv_stride + (size_t)kv_head_of(p, h) * D;
+    const T* gV = ptr<const T>(p.v) + (size_t)s.k_begin * kv_stride + (size_t)kv_head_of(p, h) * D;
+
+    // Group 0: Q and tile 0; group 1: tile 1 (possibly empty). Every iteration commits one more group,
+    // so "all but the newest group done" always means "tile j landed".
+    if (p.q_f32) load_q_f32<T, D>(sQ, ptr<const float>(p.q) + q_first, q_stride, rows_here, tid);
+    else load_tile<T, BM, D>(q_smem, ptr<const T>(p.q) + q_first, q_stride, rows_here, tid);
+    for (unsigned t = 0; t < 2; ++t) {
+        if (t < n_tiles) {
+            const unsigned keys = min((unsigned)BN, s.kv_len - t * BN);
+            load_tile<T, BN, D>(k_smem + t * KV_BYTES, gK + (size_t)t * BN * kv_stride, kv_stride, keys, tid);
+            load_tile<T, BN, D>(v_smem + t * KV_BYTES, gV + (size_t)t * BN * kv_stride, kv_stride, keys, tid);
+        }
+        flash::cp_async_commit();
+    }
+
+    const unsigned row_in_block = group * 64 + (warp % 4) * 16 + lane / 4;
+    const unsigned col_in_tile = 2 * (lane % 4);
+    const float sl2 = p.scale * LOG2E;
+    const uint32_t q_rows = q_smem + group * 8 * 128;  // this warpgroup's 64 rows: 8 core-matrix rows
+
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    float m_run[2] = {-CUDART_INF_F, -CUDART_INF_F}, l_run[2] = {0.0f, 0.0f};
+
+    for (unsigned j = 0; j < n_tiles; ++j) {
+        const unsigned t0 = j * BN, stage = j % 2;
+        cp_async_wait_one();
+        fence_proxy_async();  // this thread's copies (and Q stores) visible to the tensor cores
+        __syncthreads();
+
+        // S = Q K^T over D / 16 k-steps (K-major A and B).
+        float sacc[BN / 2];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const uint64_t a = make_desc(q_rows + kk * 2 * BM * 16, BM * 16, 128);
+            const uint64_t bd = make_desc(k_smem + stage * KV_BYTES + kk * 2 * BN * 16, BN * 16, 128);
+            mma_qk<T>(sacc, a, bd, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_registers(sacc);
+
+        if (j >= mask_from) {
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const unsigned row = m0 + row_in_block + hf * 8;
+                const unsigned limit = p.causal ? min(s.kv_len, s.q_offset + row + 1) : s.kv_len;
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e)
+                        if (t0 + nt * 8 + col_in_tile + e >= limit) sacc[nt * 4 + hf * 2 + e] = -CUDART_INF_F;
+            }
+        }
+
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            float mx = m_run[hf];
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(sacc[nt * 4 + hf * 2], sacc[nt * 4 + hf * 2 + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+            const float m_scaled = mx == -CUDART_INF_F ? 0.0f : mx * sl2;
+            const float alpha = flash::fast_exp2(m_run[hf] * sl2 - m_scaled);
+            m_run[hf] = mx;
+            float row_sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const float p0 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2], sl2, -m_scaled));
+                const float p1 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2 + 1], sl2, -m_scaled));
+                row_sum += p0 + p1;
+                pa[nt / 2][(nt % 2) * 2 + hf] = flash::Ops<T>::pack(p0, p1);
+            }
+            l_run[hf] = l_run[hf] * alpha + row_sum;
+#pragma unroll
+            for (int dt = 0; dt < DT; ++dt) {
+                o[dt * 4 + hf * 2] *= alpha;
+                o[dt * 4 + hf * 2 + 1] *= alpha;
+            }
+        }
+
+        // O += P V over BN / 16 k-steps (A from registers, B = V read N-major).
+        fence_registers(o);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+            mma_pv<T, D>(o, pa[kk], make_desc(v_smem + stage * KV_BYTES + kk * 2 * 128, 128, BN * 16));
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_registers(o);
+
+        __syncthreads();  // both warpgroups are done with this stage
+        if (j + 2 < n_tiles) {
+            const unsigned t2 = t0 + 2 * BN, keys = min((unsigned)BN, s.kv_len - t2);
+            load_tile<T, BN, D>(k_smem + stage * KV_BYTES, gK + (size_t)t2 * kv_stride, kv_stride, keys, tid);
+            load_tile<T, BN, D>(v_smem + stage * KV_BYTES, gV + (size_t)t2 * kv_stride, kv_stride, keys, tid);
+        }
+        flash::cp_async_commit();
+    }
+
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float l = l_run[hf];
+        l += __shfl_xor_sync(FULL_MASK, l, 1);
+        l += __shfl_xor_sync(FULL_MASK, l, 2);
+        const unsigned row = m0 + row_in_block + hf * 8;
+        if (row >= s.q_len) continue;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col_in_tile;
+        if (p.out_f32) {
+            float* out = ptr<float>(p.out) + oi;
+#pragma unroll
+            for (int dt = 0; dt < DT; ++dt)
+                *reinterpret_cast<float2*>(out + dt * 8) =
+                    make_float2(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
+        } else {
+            T* out = ptr<T>(p.out) + oi;
+#pragma unroll
+            for (int dt = 0; dt < DT; ++dt)
+                *reinterpret_cast<uint32_t*>(out + dt * 8) =
+                    flash::Ops<T>::pack(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
+        }
+        if (lane % 4 == 0) store_lse(p, s, h, row, l > 0.0f ? (m_run[hf] * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
+    }
+}
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+}  // namespace wg
+
+// grid (ceil(max_q_len / 128), H, batch), block 256 threads, dynamic shared memory (128 + 4 * 128) * D * 2.
+// In the sm_80 PTX these entries exist (the ABI table lists every entry in both sets) but trap.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ROOFLAB_WG_BODY(T, D) \
+    if (p.head_dim == D) wg::forward<T, D>(p);
+#else
+#define ROOFLAB_WG_BODY(T, D) __trap();
+#endif
+
+#define ROOFLAB_WG_ENTRY(NAME, T, D)                                                                \
+    extern "C" __global__ void __launch_bounds__(wg::THREADS, 1) NAME(const AttnPrefillParams p) { \
+        ROOFLAB_WG_BODY(T, D)                                                                        \
+    }
+
+ROOFLAB_WG_ENTRY(attn_prefill_wgmma_bf16_hd64, __nv_bfloat16, 64)
+ROOFLAB_WG_ENTRY(attn_prefill_wgmma_bf16_hd128, __nv_bfloat16, 128)
+ROOFLAB_WG_ENTRY(attn_prefill_wgmma_f16_hd64, __half, 64)
+ROOFLAB_WG_ENTRY(attn_prefill_wgmma_f16_hd128, __half, 128)

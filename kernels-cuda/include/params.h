@@ -153,26 +153,41 @@ typedef struct AttnDecodeParams {
 
 /* ---- attention_prefill.cu ------------------------------------------------------------------- */
 
-/* Varlen prefill: sequence b owns query rows cu_seqlens_q[b] .. cu_seqlens_q[b+1] of q/out; its
- * query i sits at position q_offsets[b] + i and attends to cache rows 0 .. seq_lens_k[b] (only
- * 0 ..= q_offsets[b] + i when causal). lse (optional, 0 = not written) is the natural-log
- * log-sum-exp of the scaled scores, [num_heads][total_q] with total_q = cu_seqlens_q[batch]. */
+/* Prefill attention over a varlen batch. Sequence b owns query rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]
+ * of q/out; its keys are
+ *   varlen layout (cu_seqlens_k != 0): rows cu_seqlens_k[b] .. cu_seqlens_k[b+1] of k/v (FlashAttention's
+ *     layout, k/v [total_k][num_kv_heads][head_dim]);
+ *   cache layout (cu_seqlens_k == 0): the first min(seq_lens_k[b], cache_len) rows of k/v [batch][cache_len]
+ *     [num_kv_heads][head_dim] (the model's contiguous KV cache).
+ * Query i of sequence b sits at position q_offsets[b] + i among its keys (0 when q_offsets is 0) and, when
+ * causal, sees keys 0 ..= q_offsets[b] + i (chunked prefill: new tokens attend to the cached ones).
+ * Query head h reads KV head h / (num_heads / num_kv_heads). q, k, v and out hold `elem` values (0 bf16,
+ * 1 f16) unless q_f32 / out_f32 make q / out f32. lse (optional, 0 = not written) is the natural-log
+ * log-sum-exp of the scaled scores, f32 [num_heads][total_q] with total_q = cu_seqlens_q[batch]; -inf
+ * (and a zero output row) for a query that sees no key. `scores` is the f32 scratch of the materialising
+ * baseline, [total_q][num_heads][max_kv_len]; the other kernels ignore it and max_kv_len. */
 typedef struct AttnPrefillParams {
-    unsigned long long q;            /* f32 [total_q][num_heads][head_dim] */
-    unsigned long long k_cache;      /* bf16 [batch][cache_len][num_kv_heads][head_dim] */
-    unsigned long long v_cache;      /* bf16 [batch][cache_len][num_kv_heads][head_dim] */
-    unsigned long long out;          /* f32 [total_q][num_heads][head_dim] */
+    unsigned long long q;            /* elem or f32 [total_q][num_heads][head_dim], 16-byte aligned */
+    unsigned long long k;            /* elem [rows][num_kv_heads][head_dim] (see above), 16-byte aligned */
+    unsigned long long v;            /* elem, same layout as k */
+    unsigned long long out;          /* elem or f32 [total_q][num_heads][head_dim] */
     unsigned long long lse;          /* f32 [num_heads][total_q], or 0 */
     unsigned long long cu_seqlens_q; /* u32 [batch + 1] (device) */
-    unsigned long long seq_lens_k;   /* u32 [batch] (device), each <= cache_len */
-    unsigned long long q_offsets;    /* u32 [batch] (device) */
+    unsigned long long cu_seqlens_k; /* u32 [batch + 1] (device), or 0 for the cache layout */
+    unsigned long long seq_lens_k;   /* u32 [batch] (device), cache layout only */
+    unsigned long long q_offsets;    /* u32 [batch] (device), or 0 (all zero) */
+    unsigned long long scores;       /* f32 [total_q][num_heads][max_kv_len], materialising baseline only */
     unsigned int batch;
     unsigned int num_heads;
     unsigned int num_kv_heads;
     unsigned int head_dim;
-    unsigned int cache_len;
+    unsigned int cache_len;  /* rows per sequence of the cache layout (0 for varlen) */
+    unsigned int max_kv_len; /* row length of `scores`: at least every sequence's key count */
     unsigned int causal;
-    float scale;
+    unsigned int elem;    /* 0 = bf16, 1 = f16 */
+    unsigned int q_f32;   /* 1: q is f32 */
+    unsigned int out_f32; /* 1: out is f32 */
+    float scale;          /* softmax scale, > 0 */
     unsigned int pad0;
 } AttnPrefillParams;
 
@@ -218,10 +233,10 @@ ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, partial_ml) == 48, "AttnDecodeP
 ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, batch) == 56, "AttnDecodeParams.batch");
 ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, scale) == 80, "AttnDecodeParams.scale");
 
-ROOFLAB_STATIC_ASSERT(sizeof(AttnPrefillParams) == 96, "AttnPrefillParams size");
-ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, q_offsets) == 56, "AttnPrefillParams.q_offsets");
-ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, batch) == 64, "AttnPrefillParams.batch");
-ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, causal) == 84, "AttnPrefillParams.causal");
-ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, scale) == 88, "AttnPrefillParams.scale");
+ROOFLAB_STATIC_ASSERT(sizeof(AttnPrefillParams) == 128, "AttnPrefillParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, q_offsets) == 64, "AttnPrefillParams.q_offsets");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, batch) == 80, "AttnPrefillParams.batch");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, causal) == 104, "AttnPrefillParams.causal");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, scale) == 120, "AttnPrefillParams.scale");
 
 #endif /* ROOFLAB_PARAMS_H */

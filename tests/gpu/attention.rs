@@ -1,9 +1,15 @@
-//! attention_decode.cu and attention_prefill.cu against the exact CPU attention, on bf16 caches
-//! whose unused rows are NaN (a kernel that reads past a sequence's length fails), for GQA ratios
-//! 1, 3, 4, 8 and 16, head_dim 64 and 128, lengths around the tile sizes, and varlen batches.
+//! attention_decode.cu and attention_prefill.cu against the exact CPU attention, on random inputs,
+//! with NaN in every cache row a kernel must not read and NaN-poisoned outputs: decode for GQA ratios
+//! 1, 3, 4, 8 and 16; prefill (every kernel: flash, tiled, naive row, naive materialised) for lengths
+//! 1 to 4096, GQA 1, 4 and 8, head_dim 64 and 128, causal and not, bf16 and f16, varlen batches in
+//! both K/V layouts and chunked prefill with a query offset.
 
+use half::{bf16, f16};
+use rooflab::cuda::CudaSlice;
 use rooflab::kernels::attention_decode::{attention_decode, attention_decode_naive, DecodeScratch, DecodeShape};
-use rooflab::kernels::attention_prefill::{attention_prefill, attention_prefill_naive, PrefillBatch, PrefillShape};
+use rooflab::kernels::attention_prefill::{
+    flash, run, scores_len, Elem, KvLayout, Operand, PrefillIo, PrefillKernel, PrefillShape,
+};
 use rooflab::reference::{attention, AttnShape};
 use rooflab::sample::Rng;
 
@@ -107,7 +113,9 @@ fn decode_attention_matches_reference() {
     }
 }
 
-/// One sequence of a prefill batch: `q_len` queries at positions `q_offset ..`, seeing `kv_len` keys.
+// ---- prefill ---------------------------------------------------------------------------------
+
+/// One sequence of a prefill batch: `q_len` queries at positions `q_offset ..` among `kv_len` keys.
 #[derive(Debug, Clone, Copy)]
 struct Seq {
     q_len: usize,
@@ -115,94 +123,328 @@ struct Seq {
     kv_len: usize,
 }
 
-fn run_prefill_case(g: &Gpu, rng: &mut Rng, heads: usize, kv_heads: usize, d: usize, seqs: &[Seq], causal: bool) {
-    let lens: Vec<usize> = seqs.iter().map(|s| s.kv_len).collect();
-    let cache_len = lens.iter().max().unwrap() + 5;
-    let c = caches(g, rng, &lens, cache_len, kv_heads * d);
-    let total_q: usize = seqs.iter().map(|s| s.q_len).sum();
-    let q = randn(rng, total_q * heads * d, 1.0);
-    let d_q = g.upload(&q);
-    let mut cu = vec![0u32];
-    for s in seqs {
-        cu.push(cu.last().unwrap() + s.q_len as u32);
-    }
-    let (d_cu, d_kv, d_off) = (
-        g.upload(&cu),
-        g.upload(&seqs.iter().map(|s| s.kv_len as u32).collect::<Vec<_>>()),
-        g.upload(&seqs.iter().map(|s| s.q_offset as u32).collect::<Vec<_>>()),
-    );
-    let shape = PrefillShape {
-        batch: seqs.len(),
-        num_heads: heads,
-        num_kv_heads: kv_heads,
-        head_dim: d,
-        cache_len,
-        total_q,
-        max_q_len: seqs.iter().map(|s| s.q_len).max().unwrap(),
-        causal,
-        scale: 1.0 / (d as f32).sqrt(),
-    };
-    let (mut want_out, mut want_lse) = (Vec::new(), vec![0.0f32; heads * total_q]);
-    for (b, s) in seqs.iter().enumerate() {
-        let rows = cu[b] as usize..cu[b + 1] as usize;
-        let a = AttnShape {
-            num_heads: heads,
-            num_kv_heads: kv_heads,
-            head_dim: d,
-            q_len: s.q_len,
-            kv_len: s.kv_len,
-            q_offset: s.q_offset,
-            causal,
-            scale: shape.scale,
-        };
-        let (out, lse) = attention(&q[rows.start * heads * d..rows.end * heads * d], &c.k_host[b], &c.v_host[b], &a);
-        want_out.extend(out);
-        for h in 0..heads {
-            for i in 0..s.q_len {
-                want_lse[h * total_q + rows.start + i] = lse[h * s.q_len + i];
+/// A sequence whose queries are all its keys (plain prefill).
+fn square(len: usize) -> Seq {
+    Seq { q_len: len, q_offset: 0, kv_len: len }
+}
+
+/// Where the test puts K/V: FlashAttention's varlen layout, or a cache whose unused rows are NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    Varlen,
+    Cache,
+}
+
+/// Element types of one run: the 16-bit type of k/v, and whether q/out are f32 (the model's mode).
+#[derive(Debug, Clone, Copy)]
+struct Types {
+    elem: Elem,
+    f32_io: bool,
+}
+
+/// A device buffer of any operand type.
+enum Buf {
+    Bf16(CudaSlice<bf16>),
+    F16(CudaSlice<f16>),
+    F32(CudaSlice<f32>),
+}
+
+impl Buf {
+    /// `host` rounded to `ty` (or kept f32) on the device; returns the values the device holds.
+    fn upload(g: &Gpu, host: &[f32], ty: Option<Elem>) -> (Buf, Vec<f32>) {
+        match ty {
+            Some(Elem::Bf16) => {
+                let v: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
+                let back = v.iter().map(|x| x.to_f32()).collect();
+                (Buf::Bf16(g.upload(&v)), back)
             }
+            Some(Elem::F16) => {
+                let v: Vec<f16> = host.iter().map(|&x| f16::from_f32(x)).collect();
+                let back = v.iter().map(|x| x.to_f32()).collect();
+                (Buf::F16(g.upload(&v)), back)
+            }
+            None => (Buf::F32(g.upload(host)), host.to_vec()),
         }
     }
-    let batch = PrefillBatch { cu_seqlens_q: span(&d_cu), seq_lens_k: span(&d_kv), q_offsets: span(&d_off) };
-    let what = format!("prefill H={heads} KVH={kv_heads} D={d} causal={causal} {seqs:?}");
-    for naive in [false, true] {
-        let (out, lse) = (g.poisoned(q.len()), g.poisoned(heads * total_q));
-        let run = if naive { attention_prefill_naive } else { attention_prefill };
-        run(&g.kernels, span(&d_q), span(&c.k), span(&c.v), batch, span(&out), Some(span(&lse)), shape).unwrap();
-        assert_close(&format!("{what} naive={naive} out"), &g.download(&out), &want_out, 2e-4);
-        assert_close(&format!("{what} naive={naive} lse"), &g.download(&lse), &want_lse, 1e-5);
-        // Without the optional LSE output.
-        let out = g.poisoned(q.len());
-        run(&g.kernels, span(&d_q), span(&c.k), span(&c.v), batch, span(&out), None, shape).unwrap();
-        assert_close(&format!("{what} naive={naive} out (no lse)"), &g.download(&out), &want_out, 2e-4);
+
+    fn poisoned(g: &Gpu, len: usize, ty: Option<Elem>) -> Buf {
+        Buf::upload(g, &vec![f32::NAN; len.max(1)], ty).0
+    }
+
+    fn operand(&self) -> Operand<'_> {
+        match self {
+            Buf::Bf16(b) => Operand::Bf16(span(b)),
+            Buf::F16(b) => Operand::F16(span(b)),
+            Buf::F32(b) => Operand::F32(span(b)),
+        }
+    }
+
+    fn download(&self, g: &Gpu) -> Vec<f32> {
+        match self {
+            Buf::Bf16(b) => g.download(b).iter().map(|x| x.to_f32()).collect(),
+            Buf::F16(b) => g.download(b).iter().map(|x| x.to_f32()).collect(),
+            Buf::F32(b) => g.download(b),
+        }
     }
 }
 
+/// Query rows the CPU reference checks: all of short sequences; of long ones the first and last rows,
+/// the rows around the 16-, 64- and 128-row tile edges, and random others. Every row is still checked
+/// to be fully written and finite.
+fn rows_to_check(rng: &mut Rng, s: &Seq) -> Vec<usize> {
+    if s.q_len * s.kv_len.max(1) <= 300 * 300 {
+        return (0..s.q_len).collect();
+    }
+    let mut rows: Vec<usize> = [0, 1, 15, 16, 31, 32, 63, 64, 127, 128, 129, 255, 256, s.q_len - 2, s.q_len - 1]
+        .into_iter()
+        .filter(|&r| r < s.q_len)
+        .collect();
+    rows.extend((0..24).map(|_| (rng.uniform() * s.q_len as f64) as usize % s.q_len));
+    rows.sort_unstable();
+    rows.dedup();
+    rows
+}
+
+/// Runs every prefill kernel on one batch and compares it with the CPU reference.
+fn run_prefill_case(
+    g: &Gpu,
+    rng: &mut Rng,
+    (heads, kv_heads, d): (usize, usize, usize),
+    seqs: &[Seq],
+    causal: bool,
+    layout: Layout,
+    types: Types,
+) {
+    let batch = seqs.len();
+    let kv_dim = kv_heads * d;
+    let total_q: usize = seqs.iter().map(|s| s.q_len).sum();
+    let max_kv = seqs.iter().map(|s| s.kv_len).max().unwrap();
+    let cache_len = max_kv + 5;
+    // Keys and values: varlen rows back to back, or per-sequence cache rows with a NaN tail.
+    let (mut k_rows, mut v_rows) = (Vec::new(), Vec::new());
+    let mut kv_starts = Vec::new();
+    for s in seqs {
+        kv_starts.push(k_rows.len() / kv_dim);
+        k_rows.extend(randn(rng, s.kv_len * kv_dim, 1.0));
+        v_rows.extend(randn(rng, s.kv_len * kv_dim, 1.0));
+        if layout == Layout::Cache {
+            let pad = (cache_len - s.kv_len) * kv_dim;
+            k_rows.extend(std::iter::repeat_n(f32::NAN, pad));
+            v_rows.extend(std::iter::repeat_n(f32::NAN, pad));
+        }
+    }
+    let (d_k, k_host) = Buf::upload(g, &k_rows, Some(types.elem));
+    let (d_v, v_host) = Buf::upload(g, &v_rows, Some(types.elem));
+    let q_ty = if types.f32_io { None } else { Some(types.elem) };
+    let (d_q, q_host) = Buf::upload(g, &randn(rng, total_q * heads * d, 1.0), q_ty);
+
+    let mut cu_q = vec![0u32];
+    let mut cu_k = vec![0u32];
+    for s in seqs {
+        cu_q.push(cu_q.last().unwrap() + s.q_len as u32);
+        cu_k.push(cu_k.last().unwrap() + s.kv_len as u32);
+    }
+    let d_cu_q = g.upload(&cu_q);
+    let d_cu_k = g.upload(&cu_k);
+    let d_kv_lens = g.upload(&seqs.iter().map(|s| s.kv_len as u32).collect::<Vec<_>>());
+    let d_offsets = g.upload(&seqs.iter().map(|s| s.q_offset as u32).collect::<Vec<_>>());
+    let kv = match layout {
+        Layout::Varlen => KvLayout::Varlen { cu_seqlens_k: span(&d_cu_k), total_k: *cu_k.last().unwrap() as usize },
+        Layout::Cache => KvLayout::Cache { seq_lens_k: span(&d_kv_lens), cache_len },
+    };
+    let shape = PrefillShape {
+        batch,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim: d,
+        total_q,
+        max_q_len: seqs.iter().map(|s| s.q_len).max().unwrap(),
+        max_kv_len: max_kv.max(1),
+        causal,
+        scale: 1.0 / (d as f32).sqrt(),
+    };
+
+    // Reference rows (f64 inside), on the values the device holds.
+    let mut checks = Vec::new(); // (global q row, head-major out row, lse per head)
+    for (b, s) in seqs.iter().enumerate() {
+        let kv0 = kv_starts[b] * kv_dim;
+        let (kh, vh) = (&k_host[kv0..kv0 + s.kv_len * kv_dim], &v_host[kv0..kv0 + s.kv_len * kv_dim]);
+        for i in rows_to_check(rng, s) {
+            let row = cu_q[b] as usize + i;
+            let a = AttnShape {
+                num_heads: heads,
+                num_kv_heads: kv_heads,
+                head_dim: d,
+                q_len: 1,
+                kv_len: s.kv_len,
+                q_offset: s.q_offset + i,
+                causal,
+                scale: shape.scale,
+            };
+            let (out, lse) = attention(&q_host[row * heads * d..(row + 1) * heads * d], kh, vh, &a);
+            checks.push((row, out, lse));
+        }
+    }
+    let what = format!(
+        "prefill H={heads} KVH={kv_heads} D={d} causal={causal} {layout:?} {:?}{} {seqs:?}",
+        types.elem,
+        if types.f32_io { " f32 q/out" } else { "" }
+    );
+    let out_ty = if types.f32_io { None } else { Some(types.elem) };
+    let scores = g.poisoned(scores_len(&shape));
+    let arch = g.kernels.modules().arch();
+    for kernel in PrefillKernel::ALL.into_iter().filter(|k| k.available(arch)) {
+        for with_lse in [true, false] {
+            let out = Buf::poisoned(g, total_q * heads * d, out_ty);
+            let lse = g.poisoned(heads * total_q);
+            let io = PrefillIo {
+                q: d_q.operand(),
+                k: d_k.operand(),
+                v: d_v.operand(),
+                out: out.operand(),
+                lse: with_lse.then(|| span(&lse)),
+                cu_seqlens_q: span(&d_cu_q),
+                q_offsets: Some(span(&d_offsets)),
+                kv,
+            };
+            run(&g.kernels, kernel, &io, &shape, Some(span(&scores))).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got = out.download(g);
+            let name = format!("{what} {} lse={with_lse}", kernel.name());
+            if let Some(i) = got.iter().position(|x| !x.is_finite()) {
+                panic!("{name}: output element {i} is {} (unwritten or NaN)", got[i]);
+            }
+            let lse_got = g.download(&lse);
+            let (mut err2, mut ref2) = (0.0f64, 0.0f64);
+            for (row, want, want_lse) in &checks {
+                let got_row = &got[row * heads * d..(row + 1) * heads * d];
+                assert_close(&format!("{name} row {row}"), got_row, want, 2e-2);
+                for (a, b) in got_row.iter().zip(want) {
+                    err2 += ((a - b) as f64).powi(2);
+                    ref2 += (*b as f64).powi(2);
+                }
+                if with_lse {
+                    for (h, want) in want_lse.iter().enumerate() {
+                        let got = lse_got[h * total_q + row];
+                        // -inf (a query that sees no key) must come back exactly; others within 1e-3.
+                        let ok = if want.is_finite() {
+                            (got - want).abs() <= 1e-3 * (1.0 + want.abs())
+                        } else {
+                            got == *want
+                        };
+                        assert!(ok, "{name}: lse of row {row} head {h} is {got}, want {want}");
+                    }
+                }
+            }
+            let rel = (err2 / ref2.max(1e-30)).sqrt();
+            assert!(rel < 2e-2, "{name}: relative error {rel:.2e}");
+            if !with_lse {
+                assert!(lse_got.iter().all(|x| x.is_nan()), "{name}: lse written though not asked for");
+            }
+        }
+    }
+}
+
+const HEAD_LAYOUTS: [(usize, usize, usize); 6] =
+    [(2, 2, 64), (8, 2, 64), (8, 1, 64), (2, 2, 128), (8, 2, 128), (8, 1, 128)];
+
+/// The matrix: lengths 1, 17, 127, 128, 1000, 4096; GQA 1, 4, 8; head_dim 64 and 128;
+/// causal and not; bf16 and f16. Every kernel, every output poisoned, LSE checked.
 #[test]
 #[ignore = "needs a CUDA GPU"]
-fn prefill_attention_matches_reference() {
+fn prefill_kernels_match_reference_on_square_sequences() {
     let g = gpu();
     let mut rng = Rng::new(22);
-    let causal_cases: [&[Seq]; 6] = [
-        &[Seq { q_len: 1, q_offset: 0, kv_len: 1 }],
-        &[Seq { q_len: 15, q_offset: 0, kv_len: 15 }],
-        &[Seq { q_len: 17, q_offset: 0, kv_len: 17 }],
-        &[Seq { q_len: 100, q_offset: 37, kv_len: 137 }],
+    for len in [1, 17, 127, 128, 1000, 4096] {
+        for (i, &heads) in HEAD_LAYOUTS.iter().enumerate() {
+            for causal in [true, false] {
+                // Alternate the element type so both see every length and layout.
+                let elem = if (i + causal as usize + len).is_multiple_of(2) { Elem::Bf16 } else { Elem::F16 };
+                let types = Types { elem, f32_io: false };
+                run_prefill_case(&g, &mut rng, heads, &[square(len)], causal, Layout::Varlen, types);
+            }
+        }
+    }
+}
+
+/// Varlen batches (ragged lengths in one launch) in both K/V layouts, and chunked prefill: new
+/// queries at an offset attending to keys already in the cache.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn prefill_kernels_handle_varlen_batches_and_chunked_prefill() {
+    let g = gpu();
+    let mut rng = Rng::new(23);
+    let batches: [&[Seq]; 5] = [
+        &[square(33), square(1), square(300), square(129)],
         &[
-            Seq { q_len: 33, q_offset: 0, kv_len: 33 },
+            Seq { q_len: 100, q_offset: 37, kv_len: 137 },
             Seq { q_len: 5, q_offset: 60, kv_len: 65 },
             Seq { q_len: 16, q_offset: 1, kv_len: 17 },
         ],
-        &[Seq { q_len: 300, q_offset: 0, kv_len: 300 }],
+        // Chunked prefill of a long prompt: the last 256 of 1000 tokens, and a 1-token chunk.
+        &[Seq { q_len: 256, q_offset: 744, kv_len: 1000 }, Seq { q_len: 1, q_offset: 4095, kv_len: 4096 }],
+        // Queries beyond the keys (causal rows that see every key) and an empty KV sequence.
+        &[Seq { q_len: 200, q_offset: 0, kv_len: 70 }, Seq { q_len: 3, q_offset: 0, kv_len: 0 }],
+        &[Seq { q_len: 130, q_offset: 2000, kv_len: 2130 }],
     ];
-    for &(heads, kv_heads, d) in &HEADS {
-        for seqs in causal_cases {
-            run_prefill_case(&g, &mut rng, heads, kv_heads, d, seqs, true);
+    for heads in [(8, 2, 128), (8, 1, 64), (4, 4, 128)] {
+        for seqs in batches {
+            for layout in [Layout::Varlen, Layout::Cache] {
+                for causal in [true, false] {
+                    let types = Types { elem: Elem::Bf16, f32_io: false };
+                    run_prefill_case(&g, &mut rng, heads, seqs, causal, layout, types);
+                }
+            }
         }
-        // Non-causal: every query sees all kv_len keys (also keys "after" it).
-        let open = [Seq { q_len: 20, q_offset: 3, kv_len: 50 }, Seq { q_len: 1, q_offset: 0, kv_len: 1 }];
-        run_prefill_case(&g, &mut rng, heads, kv_heads, d, &open, false);
     }
+    // The f16 element type in the cache layout, and the model's mode (f32 q and output, bf16 cache).
+    for types in [Types { elem: Elem::F16, f32_io: false }, Types { elem: Elem::Bf16, f32_io: true }] {
+        run_prefill_case(&g, &mut rng, (9, 3, 64), batches[1], true, Layout::Cache, types);
+        run_prefill_case(&g, &mut rng, (32, 8, 128), batches[2], true, Layout::Cache, types);
+    }
+}
+
+/// Shape and buffer errors are named before anything is launched.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn prefill_refuses_bad_buffers_by_name() {
+    let g = gpu();
+    let q = g.poisoned_bf16(4 * 8 * 64);
+    let k = g.poisoned_bf16(4 * 8 * 64);
+    let out = g.poisoned_bf16(4 * 8 * 64);
+    let cu = g.upload(&[0u32, 4]);
+    let shape = PrefillShape {
+        batch: 1,
+        num_heads: 8,
+        num_kv_heads: 8,
+        head_dim: 64,
+        total_q: 4,
+        max_q_len: 4,
+        max_kv_len: 4,
+        causal: true,
+        scale: 0.125,
+    };
+    let io = PrefillIo {
+        q: Operand::Bf16(span(&q)),
+        k: Operand::Bf16(span(&k)),
+        v: Operand::Bf16(span(&k)),
+        out: Operand::Bf16(span(&out)),
+        lse: None,
+        cu_seqlens_q: span(&cu),
+        q_offsets: None,
+        kv: KvLayout::Varlen { cu_seqlens_k: span(&cu), total_k: 4 },
+    };
+    assert!(flash(&g.kernels, &io, &shape).is_ok());
+    let e = flash(&g.kernels, &io, &PrefillShape { total_q: 5, max_q_len: 5, ..shape }).unwrap_err();
+    assert!(e.to_string().contains("prefill q"), "{e}");
+    let e = flash(&g.kernels, &PrefillIo { out: Operand::Bf16(span(&q)), ..io }, &shape).unwrap_err();
+    assert!(e.to_string().contains("overlaps"), "{e}");
+    let f = g.upload(&vec![f16::ZERO; 4 * 8 * 64]);
+    let e = flash(&g.kernels, &PrefillIo { v: Operand::F16(span(&f)), ..io }, &shape).unwrap_err();
+    assert!(e.to_string().contains("both bf16 or both f16"), "{e}");
+    let e = run(&g.kernels, PrefillKernel::NaiveMaterialised, &io, &shape, None).unwrap_err();
+    assert!(e.to_string().contains("scratch"), "{e}");
+    let e = flash(&g.kernels, &io, &PrefillShape { head_dim: 96, ..shape }).unwrap_err();
+    assert!(e.to_string().contains("head_dim 96"), "{e}");
 }
 
 #[test]

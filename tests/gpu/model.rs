@@ -166,7 +166,9 @@ fn decode_rows_match_a_full_prefill_and_the_cache_can_rewind() {
     for (p, &t) in tokens.iter().enumerate().skip(25) {
         rows.extend(model.forward(&[t], p, Logits::Last).unwrap());
     }
-    assert!(max_rel_diff(&rows, &full) < 1e-3, "{}", max_rel_diff(&rows, &full));
+    // Prefill attention runs on tensor cores (q and the probabilities rounded to bf16), decode in f32:
+    // the same bound as GPU against CPU. A wrong cache row or offset would be off by O(1).
+    assert!(max_rel_diff(&rows, &full) < 1e-2, "{}", max_rel_diff(&rows, &full));
     let err = model.forward(&[1], 41, Logits::Last).unwrap_err();
     assert!(err.to_string().contains("cache holds only 40"), "{err}");
     assert!(model.memory_bandwidth().is_some_and(|b| b > 0.0));

@@ -1,127 +1,627 @@
-//! Wrapper of kernels-cuda/attention_prefill.cu: varlen prefill attention against the contiguous
-//! KV cache (causal or not, any GQA ratio, query offset into the cache, optional LSE) and its
-//! naive baseline. The interface is the one a FlashAttention-style kernel will keep.
+//! Wrapper of kernels-cuda/attention_prefill.cu: prefill attention over a varlen batch (causal or
+//! not, any GQA ratio, a query offset into the keys for chunked prefill, optional LSE), with K/V in
+//! FlashAttention's varlen layout or in the model's contiguous cache.
+//!
+//! [`flash`] is the fast kernel (FlashAttention-2 structure on tensor cores); [`naive_materialised`]
+//! (S in global memory, softmax, P·V), [`naive_row`] (one thread per query row) and [`tiled`] (SIMT
+//! tiles) are the baselines it is measured against. All share [`PrefillIo`] and [`PrefillShape`];
+//! [`plan`] is the launch configuration of each, a pure function tested without a GPU.
+//!
+//! ```ignore
+//! let io = PrefillIo {
+//!     q: Operand::Bf16(q), k: Operand::Bf16(k), v: Operand::Bf16(v), out: Operand::Bf16(o),
+//!     lse: None, cu_seqlens_q, q_offsets: None,
+//!     kv: KvLayout::Varlen { cu_seqlens_k, total_k },
+//! };
+//! attention_prefill::flash(&kernels, &io, &shape)?;
+//! ```
 
-use half::bf16;
+use cudarc::driver::sys::CUfunction_attribute;
+use half::{bf16, f16};
 
-use super::{as_u32, check_attention_heads, positive, DevSpan, Kernels, ATTENTION_PREFILL};
-use crate::cuda::grid;
+use super::{as_u32, check_attention_heads, DevSpan, Kernels, ATTENTION_PREFILL};
+use crate::cuda::{grid, CudaResultExt};
 use crate::ffi::params::AttnPrefillParams;
-use crate::Result;
+use crate::{Error, Result};
 
-/// Query rows per block of the tiled kernel (PF_BQ in attention_prefill.cu).
-const ROWS_PER_BLOCK: usize = 16;
-const THREADS: u32 = 128;
+/// Element type of q, k, v and out (q and out may also be f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    Bf16,
+    F16,
+}
 
-/// Shapes of a prefill call. `q`/`out` are `[total_q][num_heads][head_dim]` f32; each cache is
-/// `[batch][cache_len][num_kv_heads][head_dim]` bf16; `lse` is `[num_heads][total_q]`.
-/// `total_q` and `max_q_len` must match the device `cu_seqlens_q` (they size the launch).
+impl Elem {
+    /// The `elem` field of the kernel parameters.
+    fn code(self) -> u32 {
+        match self {
+            Elem::Bf16 => 0,
+            Elem::F16 => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::Bf16 => "bf16",
+            Elem::F16 => "f16",
+        }
+    }
+}
+
+/// One tensor of a prefill call: a device span of bf16, f16 or f32 values.
 #[derive(Debug, Clone, Copy)]
+pub enum Operand<'a> {
+    Bf16(DevSpan<'a, bf16>),
+    F16(DevSpan<'a, f16>),
+    F32(DevSpan<'a, f32>),
+}
+
+impl Operand<'_> {
+    pub fn addr(&self) -> u64 {
+        match self {
+            Operand::Bf16(s) => s.addr(),
+            Operand::F16(s) => s.addr(),
+            Operand::F32(s) => s.addr(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Operand::Bf16(s) => s.len(),
+            Operand::F16(s) => s.len(),
+            Operand::F32(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Operand::F32(s) => s.bytes(),
+            _ => self.len() * 2,
+        }
+    }
+
+    /// The 16-bit element type, or None for f32.
+    fn elem(&self) -> Option<Elem> {
+        match self {
+            Operand::Bf16(_) => Some(Elem::Bf16),
+            Operand::F16(_) => Some(Elem::F16),
+            Operand::F32(_) => None,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        self.elem().map_or("f32", Elem::name)
+    }
+
+    fn overlaps(&self, other: &Operand) -> bool {
+        let (a0, b0) = (self.addr(), other.addr());
+        a0 < b0 + other.bytes() as u64 && b0 < a0 + self.bytes() as u64
+    }
+}
+
+/// Where each sequence's keys and values are.
+#[derive(Debug, Clone, Copy)]
+pub enum KvLayout<'a> {
+    /// FlashAttention's varlen layout: k/v `[total_k][num_kv_heads][head_dim]`, sequence `b` owning
+    /// rows `cu_seqlens_k[b] .. cu_seqlens_k[b+1]` (u32 on the device, `batch + 1` of them, the last
+    /// at most `total_k`).
+    Varlen { cu_seqlens_k: DevSpan<'a, u32>, total_k: usize },
+    /// The model's contiguous cache: k/v `[batch][cache_len][num_kv_heads][head_dim]`, sequence `b`
+    /// seeing its first `min(seq_lens_k[b], cache_len)` rows (u32 on the device).
+    Cache { seq_lens_k: DevSpan<'a, u32>, cache_len: usize },
+}
+
+/// The buffers of a prefill call. q and out are `[total_q][num_heads][head_dim]`; `cu_seqlens_q`
+/// (u32, `batch + 1`) gives each sequence's query rows; `q_offsets` (u32, `batch`; None = all 0) the
+/// position of each sequence's first query among its keys; `lse` is `[num_heads][total_q]` f32.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefillIo<'a> {
+    pub q: Operand<'a>,
+    pub k: Operand<'a>,
+    pub v: Operand<'a>,
+    pub out: Operand<'a>,
+    pub lse: Option<DevSpan<'a, f32>>,
+    pub cu_seqlens_q: DevSpan<'a, u32>,
+    pub q_offsets: Option<DevSpan<'a, u32>>,
+    pub kv: KvLayout<'a>,
+}
+
+/// Sizes of a prefill call. `total_q` and `max_q_len` must match the device `cu_seqlens_q` (they size
+/// the launch: rows of a longer sequence would stay unwritten); `max_kv_len` bounds every sequence's
+/// key count (it sizes the materialising baseline's scratch, which writes NaN rows when it is short).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PrefillShape {
     pub batch: usize,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
-    pub cache_len: usize,
     pub total_q: usize,
     pub max_q_len: usize,
+    pub max_kv_len: usize,
     pub causal: bool,
+    /// Softmax scale (usually `1 / sqrt(head_dim)`); must be positive.
     pub scale: f32,
 }
 
-/// Per-sequence layout of the batch, in device memory (u32): `cu_seqlens_q [batch + 1]` (row
-/// offsets into q), `seq_lens_k [batch]` (keys each sequence may see, <= cache_len) and
-/// `q_offsets [batch]` (position of each sequence's first query).
-#[derive(Debug, Clone, Copy)]
-pub struct PrefillBatch<'a> {
-    pub cu_seqlens_q: DevSpan<'a, u32>,
-    pub seq_lens_k: DevSpan<'a, u32>,
-    pub q_offsets: DevSpan<'a, u32>,
+impl PrefillShape {
+    /// Attention FLOPs of a batch of `batch` square sequences of `seq` tokens: 4·B·H·S²·D, halved
+    /// when causal (the convention of the FlashAttention papers).
+    pub fn square_flops(batch: usize, heads: usize, seq: usize, head_dim: usize, causal: bool) -> f64 {
+        let f = 4.0 * batch as f64 * heads as f64 * (seq as f64).powi(2) * head_dim as f64;
+        if causal {
+            f / 2.0
+        } else {
+            f
+        }
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn params(
-    q: DevSpan<f32>,
-    k_cache: DevSpan<bf16>,
-    v_cache: DevSpan<bf16>,
-    batch: PrefillBatch,
-    out: DevSpan<f32>,
-    lse: Option<DevSpan<f32>>,
-    s: &PrefillShape,
-) -> Result<AttnPrefillParams> {
-    check_attention_heads(s.num_heads, s.num_kv_heads, s.head_dim)?;
-    positive("prefill cache_len", s.cache_len)?;
-    let rows = s.total_q * s.num_heads * s.head_dim;
-    let cache = s.batch * s.cache_len * s.num_kv_heads * s.head_dim;
-    q.expect_len("prefill q", rows)?;
-    out.expect_len("prefill output", rows)?;
-    k_cache.expect_len("prefill key cache", cache)?;
-    v_cache.expect_len("prefill value cache", cache)?;
-    batch.cu_seqlens_q.expect_len("prefill cu_seqlens_q", s.batch + 1)?;
-    batch.seq_lens_k.expect_len("prefill seq_lens_k", s.batch)?;
-    batch.q_offsets.expect_len("prefill q_offsets", s.batch)?;
-    if let Some(lse) = lse {
-        lse.expect_len("prefill lse", s.num_heads * s.total_q)?;
+/// The implementations, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// The fast kernel for this GPU: [`PrefillKernel::FlashWgmma`] on Hopper (sm_90a PTX), else
+    /// [`PrefillKernel::FlashMma`]; `ROOFLAB_PREFILL_FLASH=mma` (or `wgmma`) overrides the choice.
+    Flash,
+    /// FlashAttention-2 structure on mma.sync tensor cores (v2), every GPU from sm_80 on.
+    FlashMma,
+    /// Warpgroup MMA (wgmma) from shared memory, 2 warpgroups per block (v3), Hopper only.
+    /// Written and emulated without a GPU: see kernels-cuda/notes/attention_prefill.md.
+    FlashWgmma,
+    /// SIMT tiles with online softmax, no tensor cores (v1).
+    Tiled,
+    /// One thread per query row (v0b).
+    NaiveRow,
+    /// S = QKᵀ in global memory, a softmax kernel, then P·V (v0a): needs [`scores_len`] f32 of scratch.
+    NaiveMaterialised,
+}
+
+impl PrefillKernel {
+    pub const ALL: [PrefillKernel; 6] = [
+        PrefillKernel::Flash,
+        PrefillKernel::FlashMma,
+        PrefillKernel::FlashWgmma,
+        PrefillKernel::Tiled,
+        PrefillKernel::NaiveRow,
+        PrefillKernel::NaiveMaterialised,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PrefillKernel::Flash => "flash",
+            PrefillKernel::FlashMma => "flash_mma",
+            PrefillKernel::FlashWgmma => "flash_wgmma",
+            PrefillKernel::Tiled => "tiled",
+            PrefillKernel::NaiveRow => "naive_row",
+            PrefillKernel::NaiveMaterialised => "naive_materialised",
+        }
     }
-    Ok(AttnPrefillParams {
-        q: q.addr(),
-        k_cache: k_cache.addr(),
-        v_cache: v_cache.addr(),
-        out: out.addr(),
-        lse: lse.map_or(0, |l| l.addr()),
-        cu_seqlens_q: batch.cu_seqlens_q.addr(),
-        seq_lens_k: batch.seq_lens_k.addr(),
-        q_offsets: batch.q_offsets.addr(),
-        batch: as_u32("batch", s.batch)?,
-        num_heads: as_u32("num_heads", s.num_heads)?,
-        num_kv_heads: as_u32("num_kv_heads", s.num_kv_heads)?,
-        head_dim: as_u32("head_dim", s.head_dim)?,
-        cache_len: as_u32("cache_len", s.cache_len)?,
-        causal: s.causal as u32,
-        scale: s.scale,
-        pad0: 0,
+
+    /// Whether this implementation runs with the PTX set `arch` (`sm_90a` or `sm_80`).
+    pub fn available(self, arch: &str) -> bool {
+        self != PrefillKernel::FlashWgmma || arch == "sm_90a"
+    }
+}
+
+/// Environment variable that picks the fast kernel behind [`PrefillKernel::Flash`]: `mma` or `wgmma`.
+pub const FLASH_CHOICE_ENV: &str = "ROOFLAB_PREFILL_FLASH";
+
+/// The concrete kernel [`PrefillKernel::Flash`] stands for with the PTX set `arch` and an optional
+/// override (the value of [`FLASH_CHOICE_ENV`]); other kernels are returned as they are, and one that
+/// the set does not have is an error.
+pub fn resolve(kernel: PrefillKernel, arch: &str, choice: Option<&str>) -> Result<PrefillKernel> {
+    let resolved = match (kernel, choice) {
+        (PrefillKernel::Flash, Some("mma")) => PrefillKernel::FlashMma,
+        (PrefillKernel::Flash, Some("wgmma")) => PrefillKernel::FlashWgmma,
+        (PrefillKernel::Flash, Some(other)) if !other.is_empty() => {
+            return Err(Error::Invalid(format!("{FLASH_CHOICE_ENV}={other:?}: expected mma or wgmma")))
+        }
+        (PrefillKernel::Flash, _) if arch == "sm_90a" => PrefillKernel::FlashWgmma,
+        (PrefillKernel::Flash, _) => PrefillKernel::FlashMma,
+        (other, _) => other,
+    };
+    if !resolved.available(arch) {
+        return Err(Error::Unsupported(format!(
+            "prefill kernel {} needs a Hopper GPU (sm_90a PTX); this one runs the {arch} set",
+            resolved.name()
+        )));
+    }
+    Ok(resolved)
+}
+
+/// One kernel launch of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    pub entry: &'static str,
+    pub grid: (u32, u32, u32),
+    pub threads: u32,
+    /// Dynamic shared memory; above 48 KB the function's limit is raised before the launch.
+    pub shared_bytes: u32,
+}
+
+/// Query rows per block of both flash kernels (mma: 4 warps x 32 rows; wgmma: 2 warpgroups x 64 rows).
+pub const FLASH_BLOCK_M: usize = 128;
+const FLASH_THREADS: u32 = 128;
+const WGMMA_THREADS: u32 = 256;
+/// Keys per K/V tile of the wgmma kernel (two stages of K and V are kept in shared memory).
+const WGMMA_BLOCK_N: usize = 128;
+/// Shared-memory rows are padded by this many elements (bank-conflict-free ldmatrix).
+const FLASH_PAD: usize = 8;
+/// Shared memory a block may use without raising the function's limit.
+const DEFAULT_SHARED_LIMIT: u32 = 48 << 10;
+
+const TILED_ROWS: usize = 16;
+const TILED_THREADS: u32 = 128;
+const ROW_THREADS: usize = 32;
+const SCORES_THREADS: usize = 128;
+const SOFTMAX_THREADS: u32 = 256;
+
+/// Keys per K/V tile of the flash kernel for a head dim (the BN of its entry in the .cu file):
+/// the largest that keeps the 4 warps free of register spills.
+pub fn flash_block_n(head_dim: usize) -> usize {
+    if head_dim == 128 {
+        32
+    } else {
+        64
+    }
+}
+
+/// Dynamic shared memory of the flash kernel: a Q tile and one K and one V tile, padded rows.
+pub fn flash_shared_bytes(head_dim: usize) -> usize {
+    (FLASH_BLOCK_M + 2 * flash_block_n(head_dim)) * (head_dim + FLASH_PAD) * 2
+}
+
+/// Dynamic shared memory of the wgmma kernel: the Q tile and two stages of K and V, unpadded.
+pub fn wgmma_shared_bytes(head_dim: usize) -> usize {
+    (FLASH_BLOCK_M + 4 * WGMMA_BLOCK_N) * head_dim * 2
+}
+
+/// f32 elements of the materialising baseline's score scratch: `[total_q][num_heads][max_kv_len]`.
+pub fn scores_len(s: &PrefillShape) -> usize {
+    s.total_q * s.num_heads * s.max_kv_len
+}
+
+fn wgmma_entry(elem: Elem, head_dim: usize) -> &'static str {
+    match (elem, head_dim) {
+        (Elem::Bf16, 64) => "attn_prefill_wgmma_bf16_hd64",
+        (Elem::Bf16, _) => "attn_prefill_wgmma_bf16_hd128",
+        (Elem::F16, 64) => "attn_prefill_wgmma_f16_hd64",
+        (Elem::F16, _) => "attn_prefill_wgmma_f16_hd128",
+    }
+}
+
+fn flash_entry(elem: Elem, head_dim: usize) -> &'static str {
+    match (elem, head_dim) {
+        (Elem::Bf16, 64) => "attn_prefill_flash_bf16_hd64",
+        (Elem::Bf16, _) => "attn_prefill_flash_bf16_hd128",
+        (Elem::F16, 64) => "attn_prefill_flash_f16_hd64",
+        (Elem::F16, _) => "attn_prefill_flash_f16_hd128",
+    }
+}
+
+/// The launches of `kernel` for `s` with `elem` inputs ([`PrefillKernel::Flash`] is planned as the
+/// portable [`PrefillKernel::FlashMma`]; [`resolve`] picks the kernel for a GPU). Fails on head layouts
+/// the kernels do not cover and on shapes beyond their index ranges. An empty batch plans no launch.
+pub fn plan(kernel: PrefillKernel, elem: Elem, s: &PrefillShape) -> Result<Vec<Launch>> {
+    check_shape(s)?;
+    if s.batch == 0 || s.total_q == 0 || s.max_q_len == 0 {
+        return Ok(Vec::new());
+    }
+    let heads = as_u32("num_heads", s.num_heads)?;
+    let batch = as_u32("batch", s.batch)?;
+    let blocks = |rows: usize, what: &str| as_u32(what, s.max_q_len.div_ceil(rows));
+    let launch = |entry, grid, threads, shared_bytes| Launch { entry, grid, threads, shared_bytes };
+    Ok(match kernel {
+        PrefillKernel::Flash | PrefillKernel::FlashMma => {
+            let shared = as_u32("flash shared memory", flash_shared_bytes(s.head_dim))?;
+            let grid = (blocks(FLASH_BLOCK_M, "flash query blocks")?, heads, batch);
+            vec![launch(flash_entry(elem, s.head_dim), grid, FLASH_THREADS, shared)]
+        }
+        PrefillKernel::FlashWgmma => {
+            let shared = as_u32("wgmma shared memory", wgmma_shared_bytes(s.head_dim))?;
+            let grid = (blocks(FLASH_BLOCK_M, "flash query blocks")?, heads, batch);
+            vec![launch(wgmma_entry(elem, s.head_dim), grid, WGMMA_THREADS, shared)]
+        }
+        PrefillKernel::Tiled => {
+            let entry = if s.head_dim == 64 { "attn_prefill_tiled_hd64" } else { "attn_prefill_tiled_hd128" };
+            vec![launch(entry, (blocks(TILED_ROWS, "tiled query blocks")?, heads, batch), TILED_THREADS, 0)]
+        }
+        PrefillKernel::NaiveRow => {
+            let grid = (blocks(ROW_THREADS, "naive query blocks")?, heads, batch);
+            vec![launch("attn_prefill_naive_row", grid, ROW_THREADS as u32, 0)]
+        }
+        PrefillKernel::NaiveMaterialised => {
+            if s.max_kv_len == 0 {
+                return Err(Error::Invalid(
+                    "prefill max_kv_len must be positive for the materialising baseline".into(),
+                ));
+            }
+            let rows = as_u32("prefill max_q_len", s.max_q_len)?;
+            let key_blocks = as_u32("naive key blocks", s.max_kv_len.div_ceil(SCORES_THREADS))?;
+            let heads_batch = as_u32("batch x num_heads", s.batch * s.num_heads)?;
+            let d = as_u32("head_dim", s.head_dim)?;
+            vec![
+                launch("attn_prefill_naive_scores", (key_blocks, rows, heads_batch), SCORES_THREADS as u32, 0),
+                launch("attn_prefill_naive_softmax", (rows, heads, batch), SOFTMAX_THREADS, 0),
+                launch("attn_prefill_naive_pv", (rows, heads, batch), d, 0),
+            ]
+        }
     })
 }
 
-/// Prefill attention with the tiled kernel.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_prefill(
-    k: &Kernels,
-    q: DevSpan<f32>,
-    k_cache: DevSpan<bf16>,
-    v_cache: DevSpan<bf16>,
-    batch: PrefillBatch,
-    out: DevSpan<f32>,
-    lse: Option<DevSpan<f32>>,
-    shape: PrefillShape,
-) -> Result<()> {
-    if shape.batch == 0 || shape.max_q_len == 0 {
-        return Ok(());
+fn check_shape(s: &PrefillShape) -> Result<()> {
+    check_attention_heads(s.num_heads, s.num_kv_heads, s.head_dim)?;
+    if !(s.scale.is_finite() && s.scale > 0.0) {
+        return Err(Error::Invalid(format!("prefill softmax scale {} must be positive and finite", s.scale)));
     }
-    let p = params(q, k_cache, v_cache, batch, out, lse, &shape)?;
-    let entry = if shape.head_dim == 64 { "attn_prefill_hd64" } else { "attn_prefill_hd128" };
-    let tiles = as_u32("prefill query tiles", shape.max_q_len.div_ceil(ROWS_PER_BLOCK))?;
-    // SAFETY: every span was checked against the shapes above.
-    unsafe { k.launch(ATTENTION_PREFILL, entry, grid((tiles, p.num_heads, p.batch), THREADS), p) }
+    if s.max_q_len > s.total_q {
+        return Err(Error::Invalid(format!("prefill max_q_len {} exceeds total_q {}", s.max_q_len, s.total_q)));
+    }
+    Ok(())
 }
 
-/// The naive baseline: one block per (query row, head, sequence).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_prefill_naive(
-    k: &Kernels,
-    q: DevSpan<f32>,
-    k_cache: DevSpan<bf16>,
-    v_cache: DevSpan<bf16>,
-    batch: PrefillBatch,
-    out: DevSpan<f32>,
-    lse: Option<DevSpan<f32>>,
-    shape: PrefillShape,
-) -> Result<()> {
-    if shape.batch == 0 || shape.max_q_len == 0 {
-        return Ok(());
+/// Checks every buffer against the shapes and builds the kernel parameters.
+fn params(io: &PrefillIo, s: &PrefillShape, scores: Option<DevSpan<f32>>) -> Result<(AttnPrefillParams, Elem)> {
+    check_shape(s)?;
+    let elem = match (io.k.elem(), io.v.elem()) {
+        (Some(k), Some(v)) if k == v => k,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "prefill k and v must both be bf16 or both f16, got {} and {}",
+                io.k.type_name(),
+                io.v.type_name()
+            )))
+        }
+    };
+    for (what, op) in [("q", io.q), ("output", io.out)] {
+        if op.elem().is_some_and(|e| e != elem) {
+            return Err(Error::Invalid(format!(
+                "prefill {what} is {} but k/v are {} (use the same type, or f32)",
+                op.type_name(),
+                elem.name()
+            )));
+        }
     }
-    let p = params(q, k_cache, v_cache, batch, out, lse, &shape)?;
-    let rows = as_u32("prefill max_q_len", shape.max_q_len)?;
-    // SAFETY: every span was checked against the shapes above.
-    unsafe { k.launch(ATTENTION_PREFILL, "attn_prefill_naive", grid((rows, p.num_heads, p.batch), p.head_dim), p) }
+    let (h, d) = (s.num_heads, s.head_dim);
+    let rows = s.total_q * h * d;
+    expect_len("prefill q", io.q, rows)?;
+    expect_len("prefill output", io.out, rows)?;
+    io.cu_seqlens_q.expect_len("prefill cu_seqlens_q", s.batch + 1)?;
+    if let Some(off) = io.q_offsets {
+        off.expect_len("prefill q_offsets", s.batch)?;
+    }
+    if let Some(lse) = io.lse {
+        lse.expect_len("prefill lse", h * s.total_q)?;
+    }
+    let kv_row = s.num_kv_heads * d;
+    let (cu_seqlens_k, seq_lens_k, cache_len, kv_rows) = match io.kv {
+        KvLayout::Varlen { cu_seqlens_k, total_k } => {
+            cu_seqlens_k.expect_len("prefill cu_seqlens_k", s.batch + 1)?;
+            (cu_seqlens_k.addr(), 0, 0, total_k)
+        }
+        KvLayout::Cache { seq_lens_k, cache_len } => {
+            if cache_len == 0 {
+                return Err(Error::Invalid("prefill cache_len must be positive".into()));
+            }
+            seq_lens_k.expect_len("prefill seq_lens_k", s.batch)?;
+            (0, seq_lens_k.addr(), cache_len, s.batch * cache_len)
+        }
+    };
+    as_u32("prefill key rows", kv_rows)?;
+    expect_len("prefill keys", io.k, kv_rows * kv_row)?;
+    expect_len("prefill values", io.v, kv_rows * kv_row)?;
+    // 16-byte vector loads (cp.async, float4) in the flash kernel; pairs of outputs per store.
+    for (what, op, align) in [("q", io.q, 16), ("keys", io.k, 16), ("values", io.v, 16), ("output", io.out, 8)] {
+        if op.addr() % align != 0 {
+            return Err(Error::Invalid(format!(
+                "prefill {what}: device address {:#x} is not {align}-byte aligned",
+                op.addr()
+            )));
+        }
+    }
+    for (what, op) in [("q", io.q), ("keys", io.k), ("values", io.v)] {
+        if io.out.overlaps(&op) {
+            return Err(Error::Invalid(format!("prefill output overlaps {what}")));
+        }
+    }
+    if let Some(scores) = scores {
+        scores.expect_len("prefill score scratch", scores_len(s))?;
+    }
+    let p = AttnPrefillParams {
+        q: io.q.addr(),
+        k: io.k.addr(),
+        v: io.v.addr(),
+        out: io.out.addr(),
+        lse: io.lse.map_or(0, |l| l.addr()),
+        cu_seqlens_q: io.cu_seqlens_q.addr(),
+        cu_seqlens_k,
+        seq_lens_k,
+        q_offsets: io.q_offsets.map_or(0, |o| o.addr()),
+        scores: scores.map_or(0, |sc| sc.addr()),
+        batch: as_u32("batch", s.batch)?,
+        num_heads: as_u32("num_heads", s.num_heads)?,
+        num_kv_heads: as_u32("num_kv_heads", s.num_kv_heads)?,
+        head_dim: as_u32("head_dim", d)?,
+        cache_len: as_u32("cache_len", cache_len)?,
+        max_kv_len: as_u32("max_kv_len", s.max_kv_len)?,
+        causal: s.causal as u32,
+        elem: elem.code(),
+        q_f32: matches!(io.q, Operand::F32(_)) as u32,
+        out_f32: matches!(io.out, Operand::F32(_)) as u32,
+        scale: s.scale,
+        pad0: 0,
+    };
+    Ok((p, elem))
+}
+
+fn expect_len(what: &str, op: Operand, needed: usize) -> Result<()> {
+    if op.len() < needed {
+        return Err(Error::Invalid(format!("{what}: device buffer holds {} elements, {needed} needed", op.len())));
+    }
+    Ok(())
+}
+
+/// Runs `kernel` on `io`. `scores` is the scratch of [`PrefillKernel::NaiveMaterialised`] (at least
+/// [`scores_len`] f32) and ignored by the others.
+pub fn run(
+    k: &Kernels,
+    kernel: PrefillKernel,
+    io: &PrefillIo,
+    s: &PrefillShape,
+    scores: Option<DevSpan<f32>>,
+) -> Result<()> {
+    if kernel == PrefillKernel::NaiveMaterialised && scores.is_none() {
+        return Err(Error::Invalid("the materialising prefill baseline needs a score scratch buffer".into()));
+    }
+    let (p, elem) = params(io, s, scores)?;
+    let choice = std::env::var(FLASH_CHOICE_ENV).ok();
+    let kernel = resolve(kernel, k.modules().arch(), choice.as_deref())?;
+    for l in plan(kernel, elem, s)? {
+        if l.shared_bytes > DEFAULT_SHARED_LIMIT {
+            raise_shared_limit(k, l.entry, l.shared_bytes)?;
+        }
+        let mut config = grid(l.grid, l.threads);
+        config.shared_mem_bytes = l.shared_bytes;
+        // SAFETY: every span was checked against the shapes in `params`.
+        unsafe { k.launch(ATTENTION_PREFILL, l.entry, config, p)? }
+    }
+    Ok(())
+}
+
+/// Lets `entry` use `bytes` of dynamic shared memory (a host-side attribute; no stream work, so it is
+/// also safe while a graph is being captured).
+fn raise_shared_limit(k: &Kernels, entry: &str, bytes: u32) -> Result<()> {
+    let function = k.modules().function(ATTENTION_PREFILL, entry)?;
+    k.gpu().ctx().bind_to_thread().cuda("binding the context")?;
+    function
+        .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+        .cuda(&format!("allowing `{entry}` {bytes} bytes of shared memory"))
+}
+
+/// The fast kernel for this GPU (see [`PrefillKernel::Flash`]).
+pub fn flash(k: &Kernels, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
+    run(k, PrefillKernel::Flash, io, s, None)
+}
+
+/// The SIMT tiled kernel (no tensor cores).
+pub fn tiled(k: &Kernels, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
+    run(k, PrefillKernel::Tiled, io, s, None)
+}
+
+/// The one-thread-per-query-row baseline.
+pub fn naive_row(k: &Kernels, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
+    run(k, PrefillKernel::NaiveRow, io, s, None)
+}
+
+/// The materialising baseline: S (f32, `scores`, at least [`scores_len`]) in global memory, softmax,
+/// then P·V.
+pub fn naive_materialised(k: &Kernels, io: &PrefillIo, s: &PrefillShape, scores: DevSpan<f32>) -> Result<()> {
+    run(k, PrefillKernel::NaiveMaterialised, io, s, Some(scores))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(batch: usize, heads: usize, kv_heads: usize, d: usize, q: usize, kv: usize) -> PrefillShape {
+        PrefillShape {
+            batch,
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim: d,
+            total_q: batch * q,
+            max_q_len: q,
+            max_kv_len: kv,
+            causal: true,
+            scale: 1.0 / (d as f32).sqrt(),
+        }
+    }
+
+    #[test]
+    fn flash_plan_covers_every_query_row_with_128_row_blocks() {
+        for (q, blocks) in [(1, 1), (127, 1), (128, 1), (129, 2), (1000, 8), (4096, 32), (16384, 128)] {
+            let l = plan(PrefillKernel::Flash, Elem::Bf16, &shape(2, 32, 8, 128, q, q)).unwrap();
+            assert_eq!(l.len(), 1);
+            assert_eq!(l[0].grid, (blocks, 32, 2), "q_len {q}");
+            assert_eq!(l[0].threads, 128);
+            assert_eq!(l[0].entry, "attn_prefill_flash_bf16_hd128");
+        }
+        let l = plan(PrefillKernel::Flash, Elem::F16, &shape(1, 8, 8, 64, 17, 17)).unwrap();
+        assert_eq!(l[0].entry, "attn_prefill_flash_f16_hd64");
+    }
+
+    #[test]
+    fn flash_shared_memory_matches_the_kernel_tiles() {
+        // (BM + 2 BN) rows of head_dim + 8 bf16: D=128 with BN=32, D=64 with BN=64.
+        assert_eq!(flash_shared_bytes(128), (128 + 64) * 136 * 2);
+        assert_eq!(flash_shared_bytes(64), (128 + 128) * 72 * 2);
+        let l = plan(PrefillKernel::Flash, Elem::Bf16, &shape(1, 4, 4, 128, 5, 5)).unwrap();
+        assert_eq!(l[0].shared_bytes as usize, flash_shared_bytes(128));
+        assert!(l[0].shared_bytes > DEFAULT_SHARED_LIMIT, "D=128 needs the raised limit");
+        // Under the opt-in limit of every supported GPU (99 KB on sm_86/89).
+        assert!(flash_shared_bytes(128) <= 99 << 10 && flash_shared_bytes(64) <= 99 << 10);
+    }
+
+    #[test]
+    fn hopper_gets_the_wgmma_kernel_unless_told_otherwise() {
+        use PrefillKernel::*;
+        assert_eq!(resolve(Flash, "sm_90a", None).unwrap(), FlashWgmma);
+        assert_eq!(resolve(Flash, "sm_90a", Some("mma")).unwrap(), FlashMma);
+        assert_eq!(resolve(Flash, "sm_80", None).unwrap(), FlashMma);
+        assert_eq!(resolve(Flash, "sm_80", Some("")).unwrap(), FlashMma);
+        assert_eq!(resolve(Tiled, "sm_80", Some("wgmma")).unwrap(), Tiled);
+        let e = resolve(Flash, "sm_80", Some("wgmma")).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("Hopper"), "{e}");
+        assert!(resolve(FlashWgmma, "sm_80", None).is_err());
+        assert!(resolve(Flash, "sm_90a", Some("fast")).unwrap_err().to_string().contains("ROOFLAB_PREFILL_FLASH"));
+        let l = plan(FlashWgmma, Elem::Bf16, &shape(2, 32, 8, 128, 1000, 1000)).unwrap();
+        assert_eq!((l[0].entry, l[0].grid, l[0].threads), ("attn_prefill_wgmma_bf16_hd128", (8, 32, 2), 256));
+        // Q plus two stages of 128-key K and V tiles: 160 KB at D=128, within the H100's 227 KB.
+        assert_eq!(l[0].shared_bytes as usize, 640 * 128 * 2);
+        assert!(wgmma_shared_bytes(128) <= 227 << 10);
+        assert_eq!(
+            plan(FlashWgmma, Elem::F16, &shape(1, 4, 4, 64, 3, 3)).unwrap()[0].entry,
+            "attn_prefill_wgmma_f16_hd64"
+        );
+    }
+
+    #[test]
+    fn baseline_plans() {
+        let s = shape(3, 16, 4, 64, 100, 300);
+        let l = plan(PrefillKernel::NaiveMaterialised, Elem::Bf16, &s).unwrap();
+        let entries: Vec<_> = l.iter().map(|l| l.entry).collect();
+        assert_eq!(entries, ["attn_prefill_naive_scores", "attn_prefill_naive_softmax", "attn_prefill_naive_pv"]);
+        assert_eq!(l[0].grid, (3, 100, 48));
+        assert_eq!(l[2].threads, 64);
+        assert_eq!(scores_len(&s), 300 * 16 * 300);
+        let l = plan(PrefillKernel::NaiveRow, Elem::Bf16, &s).unwrap();
+        assert_eq!((l[0].grid, l[0].threads), ((4, 16, 3), 32));
+        let l = plan(PrefillKernel::Tiled, Elem::Bf16, &s).unwrap();
+        assert_eq!((l[0].entry, l[0].grid), ("attn_prefill_tiled_hd64", (7, 16, 3)));
+        assert!(plan(PrefillKernel::Flash, Elem::Bf16, &shape(0, 4, 4, 64, 0, 0)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_shapes_are_refused_by_name() {
+        let e = plan(PrefillKernel::Flash, Elem::Bf16, &shape(1, 8, 8, 96, 4, 4)).unwrap_err();
+        assert!(e.to_string().contains("head_dim 96"), "{e}");
+        assert!(plan(PrefillKernel::Flash, Elem::Bf16, &shape(1, 8, 3, 64, 4, 4)).is_err());
+        let e = plan(PrefillKernel::Flash, Elem::Bf16, &PrefillShape { scale: 0.0, ..shape(1, 8, 8, 64, 4, 4) })
+            .unwrap_err();
+        assert!(e.to_string().contains("scale"), "{e}");
+        let e = plan(PrefillKernel::Flash, Elem::Bf16, &PrefillShape { total_q: 3, ..shape(1, 8, 8, 64, 4, 4) })
+            .unwrap_err();
+        assert!(e.to_string().contains("max_q_len"), "{e}");
+        let e = plan(PrefillKernel::NaiveMaterialised, Elem::Bf16, &shape(1, 8, 8, 64, 4, 0)).unwrap_err();
+        assert!(e.to_string().contains("max_kv_len"), "{e}");
+    }
+
+    #[test]
+    fn square_flops_follow_the_papers() {
+        assert_eq!(PrefillShape::square_flops(1, 32, 4096, 128, false), 4.0 * 32.0 * 4096.0 * 4096.0 * 128.0);
+        assert_eq!(PrefillShape::square_flops(2, 16, 8192, 128, true), 2.0 * 2.0 * 16.0 * 8192.0 * 8192.0 * 128.0);
+    }
 }

@@ -83,9 +83,20 @@ pub static ENTRIES: &[KernelAbi] = &[
     kernel!("attention_decode", "attn_decode_split_hd64", AttnDecodeParams),
     kernel!("attention_decode", "attn_decode_split_hd128", AttnDecodeParams),
     kernel!("attention_decode", "attn_decode_combine", AttnDecodeParams),
-    kernel!("attention_prefill", "attn_prefill_naive", AttnPrefillParams),
-    kernel!("attention_prefill", "attn_prefill_hd64", AttnPrefillParams),
-    kernel!("attention_prefill", "attn_prefill_hd128", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_naive_scores", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_naive_softmax", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_naive_pv", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_naive_row", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_tiled_hd64", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_tiled_hd128", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_flash_bf16_hd64", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_flash_bf16_hd128", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_flash_f16_hd64", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_flash_f16_hd128", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_wgmma_bf16_hd64", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_wgmma_bf16_hd128", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_wgmma_f16_hd64", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_wgmma_f16_hd128", AttnPrefillParams),
 ];
 
 /// Every engine kernel, loaded (PTX JIT-compiled) on one GPU.

@@ -165,6 +165,20 @@ pub fn attention_prefill(b: u64, h: u64, kvh: u64, s: u64, d: u64, causal: bool)
     }
 }
 
+/// The FlashAttention papers' benchmark: batch x seqlen = 16k tokens, heads x head_dim = 2048,
+/// seqlen 512 to 16k, head_dim 64 and 128, causal and not (multi-head: KVH = H).
+pub fn flash_attention_paper_shapes() -> Vec<Case> {
+    let mut out = Vec::new();
+    for d in [64u64, 128] {
+        for causal in [false, true] {
+            for s in [512u64, 1024, 2048, 4096, 8192, 16384] {
+                out.push(attention_prefill(16384 / s, 2048 / d, 2048 / d, s, d, causal));
+            }
+        }
+    }
+    out
+}
+
 /// Decode attention, one query token per sequence over L cached tokens; K and V read once per KV head.
 pub fn attention_decode(b: u64, h: u64, kvh: u64, l: u64, d: u64) -> Case {
     let (bf, hf, kvf, lf, df) = (b as f64, h as f64, kvh as f64, l as f64, d as f64);
@@ -270,6 +284,7 @@ pub fn cases(suite: Suite, quick: bool) -> Vec<Case> {
                 // Llama-2-7B style multi-head attention, and a non-causal (encoder-style) pass.
                 out.extend([1024, 4096, 16384].iter().map(|&s| attention_prefill(1, 32, 32, s, 128, true)));
                 out.extend([1024, 4096, 16384].iter().map(|&s| attention_prefill(1, 32, 8, s, 128, false)));
+                out.extend(flash_attention_paper_shapes());
             }
             out
         }
@@ -384,6 +399,21 @@ mod tests {
             e2e_cases("SmolLM2-135M-Instruct", 269_000_000, 134_500_000, false)[0].shape(),
             "model=SmolLM2-135M-Instruct B=1 prompt=32 gen=64"
         );
+    }
+
+    #[test]
+    fn attention_suite_has_the_flash_attention_paper_and_llama3_shapes() {
+        let paper = flash_attention_paper_shapes();
+        assert_eq!(paper.len(), 24);
+        for c in &paper {
+            let (b, h, s, d) = (c.int("B").unwrap(), c.int("H").unwrap(), c.int("S").unwrap(), c.int("D").unwrap());
+            assert_eq!((b * s, h * d, c.int("KVH")), (16384, 2048, Some(h)), "{}", c.shape());
+        }
+        let full = cases(Suite::Attention, false);
+        assert!(paper.iter().all(|c| full.contains(c)));
+        for s in [512, 1024, 2048, 4096, 8192, 16384] {
+            assert!(full.contains(&attention_prefill(1, 32, 8, s, 128, true)), "Llama-3-8B S={s}");
+        }
     }
 
     /// The committed shape files the peer scripts read by default must match the Rust lists.

@@ -9,7 +9,7 @@ use super::buffers::LOGIT_ROWS;
 use super::GpuModel;
 use crate::cuda::DevSpan;
 use crate::kernels::attention_decode::{attention_decode, DecodeScratch, DecodeShape};
-use crate::kernels::attention_prefill::{attention_prefill, PrefillBatch, PrefillShape};
+use crate::kernels::attention_prefill::{self as prefill, KvLayout, Operand, PrefillIo, PrefillShape};
 use crate::kernels::gemv::{gemm_tiled, gemv, GemvKernel};
 use crate::kernels::layers::{self, RopeShape};
 use crate::Result;
@@ -100,23 +100,31 @@ impl GpuModel {
                 };
                 attention_decode(kern, q, k_cache, v_cache, step.seq_len, attn, scratch, shape)?;
             } else {
-                let batch = PrefillBatch {
+                // The flash kernel reads the f32 queries and writes the f32 output itself (converted
+                // while staged / stored), against the bf16 cache; the chunk's queries sit at
+                // positions q_offset.. and see the cache up to themselves.
+                let io = PrefillIo {
+                    q: Operand::F32(q),
+                    k: Operand::Bf16(k_cache),
+                    v: Operand::Bf16(v_cache),
+                    out: Operand::F32(attn),
+                    lse: None,
                     cu_seqlens_q: step.cu_seqlens_q,
-                    seq_lens_k: step.seq_len,
-                    q_offsets: step.q_offset,
+                    q_offsets: Some(step.q_offset),
+                    kv: KvLayout::Cache { seq_lens_k: step.seq_len, cache_len: ctx },
                 };
                 let shape = PrefillShape {
                     batch: 1,
                     num_heads: c.num_heads,
                     num_kv_heads: c.num_kv_heads,
                     head_dim: c.head_dim,
-                    cache_len: ctx,
                     total_q: n,
                     max_q_len: n,
+                    max_kv_len: ctx,
                     causal: true,
                     scale,
                 };
-                attention_prefill(kern, q, k_cache, v_cache, batch, attn, None, shape)?;
+                prefill::flash(kern, &io, &shape)?;
             }
             self.project(attn, n, qd, &[Product { w: &l.o, y: x, n: h, accumulate: true }])?;
 
