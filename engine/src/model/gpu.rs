@@ -104,10 +104,30 @@ impl GpuModel {
         Self::with_gpu(gpu, config, checkpoint, options)
     }
 
+    /// A model of `config`'s shape with random bf16 weights, scaled like a trained model's, made on
+    /// the host one tensor at a time and uploaded as they are made: for benchmarking shapes whose
+    /// checkpoints are not at hand (Llama-3-8B would be a 16 GB file). The same `seed` gives the same
+    /// weights. A shape the kernels do not cover is refused before any GPU work.
+    pub fn random(config: LlamaConfig, seed: u64, options: GpuOptions) -> Result<Self> {
+        check_supported(&config)?;
+        let gpu = GpuContext::new(options.device)?;
+        Self::build(gpu, config, options, |c, ledger| GpuWeights::random(c, seed, ledger))
+    }
+
     fn with_gpu(gpu: GpuContext, config: LlamaConfig, checkpoint: &Checkpoint, options: GpuOptions) -> Result<Self> {
         check_supported(&config)?;
         let tensors = LlamaTensors::gather(checkpoint, &config)?;
         tensors.check_dtypes(&[DType::F32, DType::F16, DType::BF16])?;
+        Self::build(gpu, config, options, |_, ledger| GpuWeights::upload(&tensors, ledger))
+    }
+
+    /// Everything but the weights, which `make_weights` uploads once the whole plan is known to fit.
+    fn build(
+        gpu: GpuContext,
+        config: LlamaConfig,
+        options: GpuOptions,
+        make_weights: impl FnOnce(&LlamaConfig, &mut MemoryLedger) -> Result<GpuWeights>,
+    ) -> Result<Self> {
         let context = options.max_context.unwrap_or(4096).min(config.max_position_embeddings);
         if context == 0 {
             return Err(Error::Invalid("max_context must be positive".into()));
@@ -146,7 +166,7 @@ impl GpuModel {
             plan.iter().map(|(w, b)| format!("{w} {:.1} MiB", *b as f64 / (1 << 20) as f64)).collect();
         ledger.check_fits(&format!("the model ({})", parts.join(" + ")), total)?;
 
-        let weights = GpuWeights::upload(&tensors, &mut ledger)?;
+        let weights = make_weights(&config, &mut ledger)?;
         let cache = KvCache::new(&config, context, &mut ledger)?;
         let (cos, sin) = config.rope_tables(context);
         let rope_cos = ledger.upload("rope tables", "rope cos table", &cos)?;

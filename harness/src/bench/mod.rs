@@ -14,6 +14,7 @@
 
 pub mod cases;
 pub mod env;
+pub mod gpu;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,290 @@
+//! The GPU half of `rooflab bench`: the device, the measured ceilings ([`ceilings`]), the event
+//! timer ([`timer::GpuTimer`]) and one workload module per kernel family, each holding random inputs
+//! in rotated copies, every implementation of the kernel (rooflab's, its naive baseline, the vendor's
+//! where cudarc reaches one) and a check against the CPU reference.
+//!
+//! The criterion benches (harness/benches/) use the same workloads, so `cargo bench` and
+//! `rooflab bench` time the same launches on the same data.
+//!
+//! [`run`] is the command: GPU check first (nothing is written without one), ceilings, suites, e2e,
+//! then the run folder through [`super::write_run`].
+
+pub mod attention;
+pub mod ceilings;
+pub mod data;
+pub mod decode;
+pub mod e2e;
+pub mod gemv;
+pub mod layers;
+pub mod timer;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use cudarc::cublas::CudaBlas;
+use rooflab::cuda::GpuContext;
+use rooflab::kernels::Kernels;
+
+use super::{cases_for, detect_commit, measurement_row, parse_suites, query_conditions, today_utc, Case, Plan};
+use super::{Suite, Timer};
+use crate::report::model::{Ceilings, Gpu, Row, Run, NAIVE, PEER};
+
+/// Prefix of a [`super::Timed`] variant measured by a vendor library in this process
+/// (`peer:cublas_cudarc`): its row gets variant `peer` and the name in the `peer` column.
+pub const PEER_PREFIX: &str = "peer:";
+
+/// GPU 0 with rooflab's kernels loaded and cuBLAS when libcublas loads.
+pub struct Device {
+    pub gpu: GpuContext,
+    pub kernels: Kernels,
+    blas: std::result::Result<CudaBlas, String>,
+}
+
+impl Device {
+    /// Opens GPU 0 and loads every kernel (the PTX JIT happens here, outside any timing). No GPU: the
+    /// engine's one-line `no CUDA GPU: ...` error.
+    pub fn open() -> Result<Device> {
+        let gpu = GpuContext::new(0)?;
+        let kernels = Kernels::load(&gpu)?;
+        let blas = load_cublas(&gpu);
+        Ok(Device { gpu, kernels, blas })
+    }
+
+    /// cuBLAS on the kernels' stream, if libcublas could be loaded.
+    pub fn blas(&self) -> Option<&CudaBlas> {
+        self.blas.as_ref().ok()
+    }
+
+    /// cuBLAS, or a one-line error saying which library names were tried and how to make it load.
+    pub fn require_blas(&self, needed_for: &str) -> Result<&CudaBlas> {
+        match &self.blas {
+            Ok(blas) => Ok(blas),
+            Err(why) => bail!("{needed_for} needs cuBLAS, but {why}"),
+        }
+    }
+
+    /// Why cuBLAS is missing, if it is.
+    pub fn blas_missing(&self) -> Option<&str> {
+        self.blas.as_ref().err().map(String::as_str)
+    }
+
+    /// Waits for the stream and reports any deferred CUDA error.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.gpu.synchronize()?)
+    }
+}
+
+/// cuBLAS bound to `gpu`'s stream, or why not (with the names cudarc looks for and the fix).
+fn load_cublas(gpu: &GpuContext) -> std::result::Result<CudaBlas, String> {
+    // SAFETY: only tries to dlopen the library names cudarc would use; nothing is called.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err(cublas_missing("it is not on the library path"));
+    }
+    match catch_unwind(AssertUnwindSafe(|| CudaBlas::new(gpu.stream().clone()))) {
+        Ok(Ok(blas)) => Ok(blas),
+        Ok(Err(e)) => Err(format!("cublasCreate failed: {e}")),
+        Err(_) => Err(cublas_missing("it could not be used (missing symbols?)")),
+    }
+}
+
+/// The one-line explanation of a libcublas that would not load.
+pub fn cublas_missing(reason: &str) -> String {
+    let mut names = cudarc::get_lib_name_candidates("cublas");
+    names.dedup();
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    format!(
+        "libcublas could not be loaded: {reason} (tried {} on LD_LIBRARY_PATH={path:?}); put the folder holding \
+         libcublas.so.13 on LD_LIBRARY_PATH: on the GPU machine torch's site-packages/nvidia/cu13/lib or \
+         nvidia/cublas/lib, which scripts/gpu-run adds",
+        names.join(", ")
+    )
+}
+
+/// Who wrote an implementation: rooflab, its naive baseline, or a vendor library called through cudarc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Rooflab,
+    Naive,
+    Vendor,
+}
+
+/// One implementation of a workload's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Implementation {
+    /// `rooflab` (or a named rooflab version such as `rooflab-bf16x`), `naive`, or the vendor's name.
+    pub name: &'static str,
+    pub role: Role,
+}
+
+impl Implementation {
+    pub const fn rooflab(name: &'static str) -> Self {
+        Implementation { name, role: Role::Rooflab }
+    }
+
+    pub const fn naive() -> Self {
+        Implementation { name: NAIVE, role: Role::Naive }
+    }
+
+    pub const fn vendor(name: &'static str) -> Self {
+        Implementation { name, role: Role::Vendor }
+    }
+
+    /// The [`super::Timed`] variant: the name, with [`PEER_PREFIX`] for vendor implementations.
+    pub fn variant(&self) -> String {
+        match self.role {
+            Role::Vendor => format!("{PEER_PREFIX}{}", self.name),
+            _ => self.name.to_string(),
+        }
+    }
+}
+
+/// cuBLAS through cudarc, as named in summary.csv (torch's cuBLAS rows are `cublas`).
+pub const CUBLAS: Implementation = Implementation::vendor("cublas_cudarc");
+
+/// One shape of one kernel family on the GPU: inputs in rotated copies and every implementation.
+pub trait Workload {
+    /// Kernel and shape, for messages: `gemv M=1 N=4096 K=4096`.
+    fn label(&self) -> String;
+
+    fn implementations(&self) -> &[Implementation];
+
+    /// Input copies the launches rotate through.
+    fn copies(&self) -> usize;
+
+    /// Queues one launch of implementation `which` on input copy `copy` (does not wait).
+    fn launch(&mut self, which: usize, copy: usize) -> Result<()>;
+
+    /// Runs implementation `which` once on poisoned outputs and compares with the CPU reference; the
+    /// error names the kernel, the implementation and the shape.
+    fn check(&mut self, which: usize) -> Result<()>;
+}
+
+/// What `rooflab bench` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    /// `--suite`: attention, decode, gemv, spec, e2e, a comma-separated list, or all.
+    pub suite: String,
+    pub quick: bool,
+    /// Results root (`results`): the run goes to `<out>/<device>/<date>-<commit>/`.
+    pub out: PathBuf,
+    /// A checkpoint folder for the e2e suite (default: models/SmolLM2-135M-Instruct when present).
+    pub model: Option<PathBuf>,
+    /// The command line, for run.json.
+    pub command: String,
+}
+
+/// `rooflab bench`: measures and writes a run folder, prints a short table and, last, the folder.
+pub fn run(args: &BenchArgs) -> Result<PathBuf> {
+    let suites = parse_suites(&args.suite)?;
+    if let Some(dir) = &args.model {
+        if !dir.join("config.json").is_file() {
+            bail!("--model {}: no config.json there (an HF checkpoint folder is expected)", dir.display());
+        }
+    }
+    // The GPU first: without one, fail before anything is measured or written.
+    let device = Device::open()?;
+    let date = today_utc();
+    let commit = detect_commit();
+    let (before, driver) = query_conditions();
+    let gpu = describe(&device.gpu, driver)?;
+    let plan = Plan::new(args.quick);
+    eprintln!("rooflab bench on {} ({} SMs): measuring the ceilings", device.gpu.name(), device.gpu.sm_count());
+    let ceilings = ceilings::measure(&device, &plan, args.quick)?;
+    eprintln!("  bandwidth {:.0} GB/s ({})", ceilings.bandwidth_gbps, ceilings.bandwidth_method);
+    eprintln!("  bf16 tensor cores {:.0} TFLOP/s ({})", ceilings.bf16_tflops, ceilings.bf16_method);
+
+    let cases = cases_for(&suites, args.quick);
+    let mut gpu_timer = timer::GpuTimer::new(&device, args.quick);
+    let mut rows = measure_cases(&mut gpu_timer, &cases, &plan, &ceilings)?;
+    for note in gpu_timer.notes() {
+        eprintln!("note: {note}");
+    }
+    // The e2e models open their own context (the same primary one) with their own cuBLAS handle.
+    drop(device);
+    if suites.contains(&Suite::E2e) {
+        let models = e2e::models(args.model.as_deref(), Path::new(e2e::DEFAULT_MODEL_DIR));
+        rows.extend(e2e::measure(&models, args.quick, &ceilings)?);
+    }
+    let (after, _) = query_conditions();
+
+    let run = Run {
+        rooflab_version: env!("CARGO_PKG_VERSION").into(),
+        commit,
+        date,
+        command: args.command.clone(),
+        suites: suites.iter().map(|s| s.name().to_string()).collect(),
+        quick: args.quick,
+        gpu,
+        before,
+        after,
+        ceilings: ceilings.clone(),
+    };
+    let dir = super::write_run(&args.out, &run, &rows)?;
+    let written = crate::report::load_summary(&dir)?;
+    print!("{}", short_table(&written));
+    println!("{}", dir.display());
+    Ok(dir)
+}
+
+/// run.json's `gpu`.
+fn describe(gpu: &GpuContext, driver: Option<String>) -> Result<Gpu> {
+    let (_, memory) = gpu.memory_info()?;
+    let (major, minor) = gpu.compute_capability();
+    Ok(Gpu {
+        name: gpu.name().to_string(),
+        sm_count: gpu.sm_count(),
+        memory_bytes: memory as u64,
+        compute_capability: format!("{major}.{minor}"),
+        driver: driver.unwrap_or_else(|| "unknown".into()),
+    })
+}
+
+/// Times every case and turns the times into rows, like [`super::measure`], except that variants
+/// named [`PEER_PREFIX`]`NAME` (vendor libraries timed in this process) become `peer` rows named NAME.
+pub fn measure_cases(timer: &mut dyn Timer, cases: &[Case], plan: &Plan, ceilings: &Ceilings) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for case in cases {
+        for timed in timer.time(case, plan)? {
+            match timed.variant.strip_prefix(PEER_PREFIX) {
+                Some(name) => {
+                    let mut row = measurement_row(case, PEER, &timed.times_us, ceilings)?;
+                    row.peer = name.to_string();
+                    rows.push(row);
+                }
+                None => rows.push(measurement_row(case, &timed.variant, &timed.times_us, ceilings)?),
+            }
+        }
+    }
+    super::finish_rows(rows, ceilings)
+}
+
+/// The table `rooflab bench` prints: one line per row, the columns a reader checks first.
+pub fn short_table(rows: &[Row]) -> String {
+    let num = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let mut out = format!(
+        "{:<9} {:<17} {:<16} {:<44} {:>10} {:>8} {:>8} {:>6} {:>8}\n",
+        "suite", "kernel", "variant", "shape", "median_us", "GB/s", "TFLOP/s", "%roof", "vs_naive"
+    );
+    for r in rows {
+        let variant = if r.is_peer() { format!("peer:{}", r.peer) } else { r.variant.clone() };
+        out.push_str(&format!(
+            "{:<9} {:<17} {:<16} {:<44} {:>10.2} {:>8} {:>8} {:>6} {:>8}\n",
+            r.suite,
+            r.kernel,
+            variant,
+            r.shape,
+            r.median_us,
+            num(r.gbps, 0),
+            num(r.tflops, 1),
+            num(r.pct_of_ceiling, 1),
+            num(r.speedup_vs_naive, 2),
+        ));
+    }
+    out
+}
+
+/// `suite kernel [shape]`: how errors and progress lines name a case.
+pub(crate) fn case_context(case: &Case) -> String {
+    format!("{} {} [{}]", case.suite, case.kernel, case.shape())
+}
