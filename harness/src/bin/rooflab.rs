@@ -79,6 +79,45 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ImportDtype::Bf16)]
         dtype: ImportDtype,
     },
+    /// Measure the kernels and the model on the GPU against the measured roofline; writes
+    /// <out>/<device>/<date>-<commit>/ and prints its path last.
+    Bench {
+        /// attention, decode, gemv, spec, e2e, a comma-separated list, or all.
+        #[arg(long, default_value = "all")]
+        suite: String,
+        /// A few shapes and fewer launches (a smoke run in minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Results root.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Checkpoint folder for the e2e suite (default: models/SmolLM2-135M-Instruct when present).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Run one kernel on tensors from a safetensors file and write its outputs, to cross-check it
+    /// against another framework (attention-prefill: q, k, v [, cu_seqlens_q, cu_seqlens_k, q_offsets]
+    /// in; o [, lse] out).
+    RunKernel {
+        /// The kernel: attention-prefill.
+        kernel: String,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Causal mask (query i of a sequence sees keys 0 ..= q_offset + i).
+        #[arg(long)]
+        causal: bool,
+        /// Softmax scale (default 1/sqrt(head_dim)).
+        #[arg(long)]
+        scale: Option<f32>,
+        /// Also write the log-sum-exp of each query row (`lse`, f32 [heads, total_q]).
+        #[arg(long)]
+        lse: bool,
+        /// flash (the fast kernel for this GPU), flash-mma, flash-wgmma, tiled, naive-row or naive-materialised.
+        #[arg(long = "impl", default_value = "flash")]
+        implementation: String,
+    },
     /// Regenerate report.md and the figures of a results folder from its raw files (and merge the
     /// peers' JSON), then refresh results/README.md.
     Report {
@@ -92,6 +131,16 @@ fn main() {
     let result = match cli.command {
         Command::ImportGguf { input, output, dtype } => import(&input, &output, dtype),
         Command::Report { dir } => rooflab_harness::report::regenerate_with_index(&dir),
+        Command::RunKernel { kernel, inputs, out, causal, scale, lse, implementation } => {
+            let args =
+                rooflab_harness::run_kernel::RunKernelArgs { kernel, inputs, out, causal, scale, lse, implementation };
+            rooflab_harness::run_kernel::run(&args)
+        }
+        Command::Bench { suite, quick, out, model } => {
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let args = rooflab_harness::bench::gpu::BenchArgs { suite, quick, out, model, command };
+            rooflab_harness::bench::gpu::run(&args).map(|_| ())
+        }
         Command::Generate {
             model,
             prompt,
@@ -178,7 +227,8 @@ fn run_generate(dir: &Path, device: Device, context: Option<usize>, req: Request
     let prompt = tokenizer.encode(&text, !req.chat)?;
     let mut eos_ids = model.config().eos_token_ids.clone();
     eos_ids.extend(tokenizer.eos_id());
-    let opts = GenerateOptions { max_new_tokens: req.max_new_tokens, sampling: req.sampling, stop_strings: req.stop, eos_ids };
+    let opts =
+        GenerateOptions { max_new_tokens: req.max_new_tokens, sampling: req.sampling, stop_strings: req.stop, eos_ids };
 
     if !req.chat {
         print!("{}", req.prompt);
