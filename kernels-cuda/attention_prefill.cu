@@ -635,6 +635,9 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
             }
         }
     }
+    // With no key tile (kv_len 0) the Q copies are still in flight: drain them before the block can exit
+    // (free otherwise: every group has been waited for).
+    cp_async_wait_all();
 
     // Epilogue: full row sums over the quad, normalise once, write O (and the LSE).
 #pragma unroll
@@ -955,6 +958,9 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
         }
         flash::cp_async_commit();
     }
+    // With no key tile (kv_len 0) the Q copies are still in flight: drain them before the block
+    // can exit (otherwise only empty groups are left).
+    flash::cp_async_wait_all();
 
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {

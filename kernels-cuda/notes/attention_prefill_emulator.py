@@ -9,7 +9,9 @@ models the hardware instructions from the PTX ISA:
           their descriptors with the canonical no-swizzle layouts (K-major ((8,m),(T,2k)):((1T,SBO),(1,LBO)),
           MN-major ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)))
 and compares with an f64 reference (bf16 inputs) on awkward shapes. It checks self-consistency with the
-ISA as read, not the hardware. Usage: python3 kernels-cuda/notes/attention_prefill_emulator.py [mma|wgmma]
+ISA as read, not the hardware. A third mode, order, replays the cp.async / barrier / proxy-fence order of
+both pipelines (races the lane emulators cannot see).
+Usage: python3 kernels-cuda/notes/attention_prefill_emulator.py [mma|wgmma|order]
 """
 import sys
 import numpy as np
@@ -537,8 +539,117 @@ WGMMA_CASES = [
     (1, 1, 128, [(200, 0, 70)], True),
 ]
 
+
+# ---- ordering model: cp.async groups, barriers, the async proxy ------------------------------------
+#
+# The emulators above run one lane's arithmetic; they cannot see a race. This model replays the program
+# order of the pipelines (every thread runs the same sequence) as phases separated by block barriers. A
+# warp may be anywhere inside a phase, so a shared buffer may be read only in a phase after the one in
+# which every thread waited for the cp.async group that wrote it (and, for wgmma, fenced the async
+# proxy); and it may be overwritten only in a phase after its last read (for wgmma, after the wait_group
+# that retires that read). At exit no cp.async may still be in flight.
+
+
+class Pipeline:
+    def __init__(self, name):
+        self.name, self.phase, self.groups, self.open = name, 0, [], []
+        self.landed = {}  # buffer -> (tile, phase in which its group was waited, fenced)
+        self.last_read = {}  # buffer -> phase of the last read still possibly in progress
+        self.pending = {}  # buffer -> tile being copied (group not yet waited)
+
+    def fail(self, msg):
+        raise AssertionError(f"{self.name}: {msg}")
+
+    def copy(self, buf, tile):
+        if self.last_read.get(buf, -1) >= self.phase:
+            self.fail(f"{buf} overwritten (tile {tile}) in the phase that still reads it")
+        self.landed.pop(buf, None)
+        self.pending[buf] = tile
+        self.open.append(buf)
+
+    def commit(self):
+        self.groups.append(self.open)
+        self.open = []
+
+    def wait(self, n):  # cp.async.wait_group n
+        while len(self.groups) > n:
+            for buf in self.groups.pop(0):
+                self.landed[buf] = (self.pending.pop(buf), self.phase, False)
+
+    def fence_proxy(self):
+        for buf, (tile, ph, _) in list(self.landed.items()):
+            if ph == self.phase:
+                self.landed[buf] = (tile, ph, True)
+
+    def barrier(self):
+        self.phase += 1
+
+    def read(self, buf, tile, async_proxy=False):
+        if buf not in self.landed:
+            self.fail(f"{buf} read (tile {tile}) before its copy was waited for")
+        got, ph, fenced = self.landed[buf]
+        if got != tile:
+            self.fail(f"{buf} holds tile {got}, tile {tile} read")
+        if ph >= self.phase:
+            self.fail(f"{buf} read (tile {tile}) without a barrier after the wait")
+        if async_proxy and not fenced:
+            self.fail(f"{buf} read by wgmma without fence.proxy.async after the wait")
+        self.last_read[buf] = self.phase
+
+    def exit(self):
+        if any(self.groups) or self.open:
+            self.fail("cp.async still in flight at exit")
+
+
+def order_v2(n_tiles):
+    """flash::forward: Q + K[0] in one group; per tile V[j] while QK^T runs, K[j+1] while softmax/PV."""
+    m = Pipeline(f"v2 n_tiles={n_tiles}")
+    m.copy("Q", 0)
+    if n_tiles > 0:
+        m.copy("K", 0)
+    m.commit()
+    for j in range(n_tiles):
+        m.wait(0); m.barrier()
+        m.copy("V", j); m.commit()
+        m.read("Q", 0); m.read("K", j)
+        m.wait(0); m.barrier()
+        if j + 1 < n_tiles:
+            m.copy("K", j + 1); m.commit()
+        m.read("V", j)
+    m.wait(0)  # the drain after the loop
+    m.exit()
+
+
+def order_v3(n_tiles):
+    """wg::forward: two K/V stages, tile j+2 copied after the barrier that retires tile j's reads."""
+    m = Pipeline(f"v3 n_tiles={n_tiles}")
+    m.copy("Q", 0)
+    for t in range(2):
+        if t < n_tiles:
+            m.copy(f"K{t}", t); m.copy(f"V{t}", t)
+        m.commit()
+    for j in range(n_tiles):
+        st = j % 2
+        m.wait(1); m.fence_proxy(); m.barrier()
+        m.read("Q", 0, True); m.read(f"K{st}", j, True)  # wgmma, then wait_group 0
+        m.read(f"V{st}", j, True)
+        m.barrier()
+        if j + 2 < n_tiles:
+            m.copy(f"K{st}", j + 2); m.copy(f"V{st}", j + 2)
+        m.commit()
+    m.wait(0)  # the drain after the loop
+    m.exit()
+
+
+def run_ordering():
+    for n in range(8):
+        order_v2(n)
+        order_v3(n)
+    print("ok ordering model: v2 and v3 pipelines, 0..7 key tiles")
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["mma", "wgmma"]
+    which = sys.argv[1:] or ["mma", "wgmma", "order"]
     rng = np.random.default_rng(0)
     if "mma" in which:
         for case in MMA_CASES:
@@ -546,3 +657,5 @@ if __name__ == "__main__":
     if "wgmma" in which:
         for case in WGMMA_CASES:
             wg_run_case(rng, *case)
+    if "order" in which:
+        run_ordering()
