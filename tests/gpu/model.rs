@@ -88,7 +88,8 @@ fn greedy(model: &mut dyn CausalLm, prompt: &[u32], steps: usize) -> (Vec<u32>, 
     (tokens, rows)
 }
 
-/// Compares GPU and CPU: all prompt logits within 1e-2 relative, then 32 identical greedy tokens.
+/// Compares GPU and CPU: all prompt logits within 1e-2 relative, then 32 identical greedy tokens (up to
+/// a near-tie, where the two runs may part).
 fn compare_with_cpu(dir: &Path, options: GpuOptions, what: &str) {
     let mut cpu = CpuModel::load(dir).unwrap();
     let mut gpu = GpuModel::load(dir, options).unwrap();
@@ -103,19 +104,29 @@ fn compare_with_cpu(dir: &Path, options: GpuOptions, what: &str) {
 
     let (cpu_tokens, cpu_rows) = greedy(&mut cpu, &tokens, 32);
     let (gpu_tokens, gpu_rows) = greedy(&mut gpu, &tokens, 32);
+    let mut compared = 32;
     if let Some(i) = (0..32).find(|&i| cpu_tokens[i] != gpu_tokens[i]) {
-        let mut top: Vec<f32> = cpu_rows[i].clone();
-        top.sort_by(|a, b| b.total_cmp(a));
-        panic!(
-            "{what}: greedy token {i} differs: cpu {} gpu {} (cpu top-2 logits {} {}, gpu rel err {})",
-            cpu_tokens[i],
-            gpu_tokens[i],
-            top[0],
-            top[1],
-            max_rel_diff(&gpu_rows[i], &cpu_rows[i])
-        );
+        // Random weights give near-ties: a swap of two tokens whose CPU logits are within the logit
+        // bound is rounding, not a wrong kernel. The sequences diverge there, so rows 0..=i are compared.
+        let row = &cpu_rows[i];
+        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let gap = row[cpu_tokens[i] as usize] - row[gpu_tokens[i] as usize];
+        if gap > 1e-2 * scale {
+            let mut top: Vec<f32> = row.clone();
+            top.sort_by(|a, b| b.total_cmp(a));
+            panic!(
+                "{what}: greedy token {i} differs: cpu {} gpu {} (cpu top-2 logits {} {}, gpu rel err {})",
+                cpu_tokens[i],
+                gpu_tokens[i],
+                top[0],
+                top[1],
+                max_rel_diff(&gpu_rows[i], &cpu_rows[i])
+            );
+        }
+        eprintln!("{what}: greedy token {i} is a near-tie (cpu logit gap {gap}); compared up to it");
+        compared = i + 1;
     }
-    for (i, (g, c)) in gpu_rows.iter().zip(&cpu_rows).enumerate() {
+    for (i, (g, c)) in gpu_rows.iter().zip(&cpu_rows).take(compared).enumerate() {
         let err = max_rel_diff(g, c);
         assert!(err < 1e-2, "{what}: decode step {i} logits differ by {err}");
     }

@@ -67,6 +67,9 @@ pub fn load(dir: &Path, max_context: Option<usize>) -> Result<Box<dyn CausalLm>>
 }
 
 pub struct GpuModel {
+    /// First field, so it is dropped first: the graph's kernel nodes refer to the modules in
+    /// `kernels` and the buffers below, which must outlive it.
+    decode_graph: Option<CapturedGraph>,
     config: LlamaConfig,
     options: GpuOptions,
     gpu: GpuContext,
@@ -82,7 +85,6 @@ pub struct GpuModel {
     ledger: MemoryLedger,
     /// Positions `0 .. cached` of the KV cache hold keys and values.
     cached: usize,
-    decode_graph: Option<CapturedGraph>,
     bandwidth: Option<f64>,
 }
 

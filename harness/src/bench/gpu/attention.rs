@@ -128,6 +128,14 @@ pub fn checked_rows(seq: usize) -> Vec<usize> {
     rows
 }
 
+/// One checked sequence of copy 0: its index and its q, k, v widened.
+struct CheckedSequence {
+    index: usize,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
 pub struct PrefillWorkload<'d> {
     device: &'d Device,
     args: PrefillArgs,
@@ -141,10 +149,9 @@ pub struct PrefillWorkload<'d> {
     /// `[batch + 1]` row offsets of the sequences.
     cu_seqlens: CudaSlice<u32>,
     out: CudaSlice<bf16>,
-    /// Copy 0 of the first sequence on the host, widened, for the check.
-    host_q: Vec<f32>,
-    host_k: Vec<f32>,
-    host_v: Vec<f32>,
+    /// Copy 0 of the first and the last sequence on the host, widened, for the check (a wrong
+    /// sequence offset shows only in sequences after the first).
+    checked: Vec<CheckedSequence>,
     reference: Option<Vec<f32>>,
 }
 
@@ -173,6 +180,17 @@ impl<'d> PrefillWorkload<'d> {
         let cu_seqlens = stream.clone_htod(&cu_seqlens).map_err(err)?;
         let out = stream.alloc_zeros::<bf16>(q_len).map_err(err)?;
         let (seq_q, seq_kv) = (args.seq * args.num_heads * args.head_dim, args.seq * args.num_kv_heads * args.head_dim);
+        let mut indices = vec![0, args.batch - 1];
+        indices.dedup();
+        let checked = indices
+            .into_iter()
+            .map(|b| CheckedSequence {
+                index: b,
+                q: data::widen(&host_all_q[b * seq_q..(b + 1) * seq_q]),
+                k: data::widen(&host_all_k[b * seq_kv..(b + 1) * seq_kv]),
+                v: data::widen(&host_all_v[b * seq_kv..(b + 1) * seq_kv]),
+            })
+            .collect();
         Ok(PrefillWorkload {
             device,
             args,
@@ -185,22 +203,22 @@ impl<'d> PrefillWorkload<'d> {
             kv_stride,
             cu_seqlens,
             out,
-            host_q: data::widen(&host_all_q[..seq_q]),
-            host_k: data::widen(&host_all_k[..seq_kv]),
-            host_v: data::widen(&host_all_v[..seq_kv]),
+            checked,
             reference: None,
         })
     }
 
-    /// The reference rows of [`checked_rows`] of the first sequence, `[row][H][D]`.
+    /// The reference rows of [`checked_rows`] of each checked sequence, `[sequence][row][H][D]`.
     fn reference(&mut self) -> &[f32] {
         if self.reference.is_none() {
             let a = self.args;
             let row_len = a.num_heads * a.head_dim;
             let rows = checked_rows(a.seq);
-            let per_row: Vec<Vec<f32>> = rows
+            let jobs: Vec<(&CheckedSequence, usize)> =
+                self.checked.iter().flat_map(|c| rows.iter().map(move |&r| (c, r))).collect();
+            let per_row: Vec<Vec<f32>> = jobs
                 .par_iter()
-                .map(|&r| {
+                .map(|&(c, r)| {
                     let s = AttnShape {
                         num_heads: a.num_heads,
                         num_kv_heads: a.num_kv_heads,
@@ -211,7 +229,7 @@ impl<'d> PrefillWorkload<'d> {
                         causal: a.causal,
                         scale: a.scale(),
                     };
-                    attention(&self.host_q[r * row_len..(r + 1) * row_len], &self.host_k, &self.host_v, &s).0
+                    attention(&c.q[r * row_len..(r + 1) * row_len], &c.k, &c.v, &s).0
                 })
                 .collect();
             self.reference = Some(per_row.concat());
@@ -257,9 +275,14 @@ impl Workload for PrefillWorkload<'_> {
         if let Some(i) = got.iter().position(|v| !v.is_finite()) {
             return Err(anyhow!("{what}: output element {i} is {} (never written?)", got[i]));
         }
-        let row_len = self.args.num_heads * self.args.head_dim;
-        let got: Vec<f32> =
-            checked_rows(self.args.seq).iter().flat_map(|&r| got[r * row_len..(r + 1) * row_len].to_vec()).collect();
+        let (row_len, seq) = (self.args.num_heads * self.args.head_dim, self.args.seq);
+        let rows = checked_rows(seq);
+        let got: Vec<f32> = self
+            .checked
+            .iter()
+            .flat_map(|c| rows.iter().map(move |&r| c.index * seq + r))
+            .flat_map(|r| got[r * row_len..(r + 1) * row_len].to_vec())
+            .collect();
         // bf16 output, and P rounded to bf16 for the tensor cores.
         data::check_close(&what, &got, self.reference(), BF16_OUTPUT_BOUND)
     }
