@@ -54,7 +54,7 @@ impl GpuContext {
         }
         let ctx = catch_unwind(AssertUnwindSafe(|| CudaContext::new(ordinal)))
             .map_err(|_| Error::NoGpu("the CUDA driver library could not be used (too old for CUDA 13?)".into()))?
-            .map_err(|e| no_gpu_or_cuda(e, ordinal))?;
+            .map_err(|e| no_gpu(e, ordinal))?;
         // SAFETY: called before any allocation; rooflab orders all work on one stream itself.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().cuda("creating a stream")?;
@@ -105,14 +105,17 @@ impl GpuContext {
     }
 }
 
-fn no_gpu_or_cuda(e: DriverError, ordinal: usize) -> Error {
+/// Any failure to initialise the driver or open the device means there is no usable GPU here, so it
+/// is always [`Error::NoGpu`] (which lets `--device auto` fall back to the CPU); the message keeps
+/// the driver's reason.
+fn no_gpu(e: DriverError, ordinal: usize) -> Error {
     match e.0 {
         CUresult::CUDA_ERROR_NO_DEVICE => Error::NoGpu("the driver reports no CUDA device".into()),
         CUresult::CUDA_ERROR_INVALID_DEVICE => Error::NoGpu(format!("there is no CUDA device {ordinal}")),
         CUresult::CUDA_ERROR_STUB_LIBRARY
         | CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH
         | CUresult::CUDA_ERROR_NOT_INITIALIZED => Error::NoGpu(format!("the CUDA driver cannot be used: {e}")),
-        _ => Error::Cuda(format!("opening device {ordinal}: {e}")),
+        _ => Error::NoGpu(format!("CUDA device {ordinal} cannot be opened: {e}")),
     }
 }
 
