@@ -134,6 +134,11 @@ def time_cuda(torch, fn, inputs, warmup, iters):
     return [s.elapsed_time(e) * 1000.0 for s, e in zip(starts, ends)]
 
 
+def skip_reason(error):
+    """First line of an exception's message (its type when the message is empty), at most 200 characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def launches(args):
     return (5, 20) if args.quick else (args.warmup, args.iters)
 

@@ -95,7 +95,7 @@ def main():
                 try:
                     times, expanded = time_case(torch, case, backend, warmup, iters)
                 except (RuntimeError, TypeError) as error:
-                    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                    reason = peerlib.skip_reason(error)
                     skipped.append({"peer": name, "shape": case["shape"], "reason": reason})
                     print(f"skip {name} {case['shape']}: {reason}", file=sys.stderr)
                     continue

@@ -79,7 +79,7 @@ def main():
             try:
                 result = time_case(torch, case, warmup, iters)
             except (RuntimeError, TypeError) as error:
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                reason = peerlib.skip_reason(error)
                 skipped.append({"dtype": case["dtype"], "shape": case["shape"], "reason": reason})
                 print(f"skip {case['dtype']} {case['shape']}: {reason}", file=sys.stderr)
                 continue
