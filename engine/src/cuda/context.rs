@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::{CUdevice_attribute, CUresult};
 use cudarc::driver::{CudaContext, CudaStream, DriverError};
 
-use super::CudaResultExt;
+use super::{report_drop_error, CudaResultExt};
 use crate::{Error, Result};
 
 /// True when the CUDA driver library (libcuda) can be opened on this machine.
@@ -36,6 +36,20 @@ pub struct GpuContext {
     name: String,
     compute_capability: (u32, u32),
     sm_count: u32,
+    /// Shared by all clones; the last one to go reports an error left by a late drop.
+    _teardown: Arc<TeardownCheck>,
+}
+
+/// Reports, when the last [`GpuContext`] clone is dropped, a CUDA error that a drop recorded after
+/// the last checked call (buffers freed at teardown): no later call would ever return it.
+struct TeardownCheck(Arc<CudaContext>);
+
+impl Drop for TeardownCheck {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.check_err() {
+            report_drop_error("device buffers or other CUDA objects after the last checked call", e);
+        }
+    }
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -63,6 +77,7 @@ impl GpuContext {
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).cuda("reading the SM count")?;
         Ok(GpuContext {
+            _teardown: Arc::new(TeardownCheck(ctx.clone())),
             ctx,
             stream,
             name,
@@ -95,13 +110,21 @@ impl GpuContext {
 
     /// (free, total) device memory in bytes, as the driver reports it now.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.check_deferred()?;
         self.ctx.mem_get_info().cuda("reading free device memory")
     }
 
-    /// Waits for all work on the stream, then reports any error the driver recorded meanwhile.
+    /// Reports a deferred error first, then waits for all work on the stream.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().cuda("synchronising the stream")?;
-        self.ctx.check_err().cuda("a deferred CUDA error")
+        self.check_deferred()?;
+        self.stream.synchronize().cuda("synchronising the stream")
+    }
+
+    /// Fails with an error that a drop (freeing a buffer, destroying an event, graph or module)
+    /// recorded since the last cudarc call, and clears it. Without this, the next cudarc call would
+    /// fail with it under its own name.
+    pub fn check_deferred(&self) -> Result<()> {
+        self.ctx.check_err().cuda("an error deferred from dropping a CUDA object (a buffer, event, graph or module)")
     }
 }
 

@@ -158,11 +158,14 @@ impl MemoryLedger {
     }
 
     fn alloc_error(&self, what: &str, bytes: usize, e: DriverError) -> Error {
-        if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-            let free = self.gpu.memory_info().map(|(f, _)| f).unwrap_or(0);
-            Error::OutOfGpuMemory { what: what.to_string(), needed: bytes, free }
-        } else {
-            Error::Cuda(format!("allocating {what} ({bytes} bytes): {e}"))
+        let failed = format!("allocating {what} ({bytes} bytes): {e}");
+        if e.0 != CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            return Error::Cuda(failed);
+        }
+        // Reading free memory can fail with an error a drop deferred: never swallow it.
+        match self.gpu.memory_info() {
+            Ok((free, _)) => Error::OutOfGpuMemory { what: what.to_string(), needed: bytes, free },
+            Err(also) => Error::Cuda(format!("{failed}; reading free memory then failed: {also}")),
         }
     }
 }

@@ -1,21 +1,25 @@
 //! Kernel timing with CUDA events. Events must be created with `CU_EVENT_DEFAULT`: cudarc's default
-//! (`None`) disables timing.
+//! (`None`) disables timing. The events drop through [`DropReported`], so an error destroying
+//! them (after a kernel fault, say) is reported naming them, not by the next unrelated call.
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaEvent;
 
-use super::{CudaResultExt, GpuContext};
+use super::{CudaResultExt, DropReported, GpuContext};
 use crate::{Error, Result};
 
 /// A start/end pair of timing events on the context's stream.
 pub struct GpuTimer {
-    start: CudaEvent,
-    end: CudaEvent,
+    start: DropReported<CudaEvent>,
+    end: DropReported<CudaEvent>,
 }
 
 impl GpuTimer {
     pub fn new(gpu: &GpuContext) -> Result<Self> {
-        let event = || gpu.ctx().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).cuda("creating a timing event");
+        let event = || {
+            let event = gpu.ctx().new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).cuda("creating a timing event")?;
+            Ok(DropReported::new(gpu.ctx(), "a timing event", event))
+        };
         Ok(GpuTimer { start: event()?, end: event()? })
     }
 
