@@ -5,6 +5,14 @@ Each peer script times the same shapes as `rooflab bench` and writes peers_<name
 CUDA events around every launch, warm-up first, inputs rotated through enough copies to exceed L2,
 median and 10th/90th percentiles with linear interpolation (numpy's default).
 
+Two options exist to rehearse the scripts where GPU time is scarce or absent; neither changes what a
+plain run does on the GPU:
+  --device cpu  runs on the CPU with wall-clock timing (header "gpu": "cpu"): every code path but the
+                CUDA calls, on a machine without a GPU. The numbers mean nothing.
+  --smoke       tiny shapes (the same kernels, dtypes and flags; sizes capped by SMOKE_CAPS) and a few
+                launches, written to smoke_peers_<name>.json unless --out says otherwise: that name
+                does not start with "peers", so `rooflab report` never merges a smoke file.
+
 This file is a module, not a script: running it only prints what it is.
 """
 
@@ -16,11 +24,16 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEFAULT_SHAPES = HERE / "shapes"
+DEVICES = ["cuda", "cpu"]
+# --smoke caps every size parameter at these values; head counts, head_dim, the int4 group and the
+# flags stay as they are, so GQA, causal masks and the int4 layout still take their real code paths.
+SMOKE_CAPS = {"B": 2, "S": 64, "L": 256, "M": 4, "N": 256, "K": 256, "prompt": 8, "gen": 4}
 
 
 def quantile(sorted_values, q):
@@ -50,15 +63,28 @@ def common_args(description, suites):
         "--shapes",
         nargs="+",
         type=Path,
-        help="shape files written by rooflab (default: <run>/shapes/<suite>.json when --run or a run "
-        f"folder is found, else harness/peers/shapes/<suite>.json); suites: {', '.join(suites)}",
+        help="shape files written by rooflab (default: <run>/shapes/<suite>.json of the suites the run "
+        "measured, when --run or a run folder of this GPU is found, else harness/peers/shapes/<suite>.json); "
+        f"suites: {', '.join(suites)}",
     )
     parser.add_argument("--run", type=Path, help="rooflab run folder (results/<device>/<date>-<commit>)")
     parser.add_argument("--out", type=Path, help="output JSON (default: <run>/peers_<name>.json)")
     parser.add_argument("--warmup", type=int, default=25, help="untimed launches first")
     parser.add_argument("--iters", type=int, default=200, help="timed launches")
-    parser.add_argument("--quick", action="store_true", help="fewer launches (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer launches (5 warm-up, 20 timed)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases per file (0 = all)")
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cuda",
+        help="cuda (the measurement) or cpu (rehearses every code path without a GPU; numbers meaningless)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny shapes and a few launches (every code path in seconds); writes smoke_peers_<name>.json "
+        "unless --out, which `rooflab report` never merges",
+    )
     return parser
 
 
@@ -80,28 +106,58 @@ def find_run_dir(gpu_name):
 
 def resolve_paths(args, name, suites, gpu_name):
     """Shape files to read and the JSON to write, following the defaults in common_args."""
+    if args.run and not args.run.is_dir():
+        sys.exit(f"--run {args.run}: not a folder (expected results/<device>/<date>-<commit>)")
     run_dir = args.run or find_run_dir(gpu_name)
+    run_shapes = run_dir / "shapes" if run_dir else None
     if args.shapes:
         shape_files = list(args.shapes)
+    elif run_shapes and run_shapes.is_dir():
+        # The run's own shapes, and only the suites it measured: a `--suite decode` run gets decode peers
+        # alone, not the attention suite's from harness/peers/shapes.
+        shape_files = [run_shapes / f"{suite}.json" for suite in suites if (run_shapes / f"{suite}.json").is_file()]
+        if not shape_files:
+            print(f"{run_dir} measured none of {', '.join(suites)}: no peers to time", file=sys.stderr)
+            sys.exit(0)
     else:
-        shape_files = []
-        for suite in suites:
-            in_run = run_dir / "shapes" / f"{suite}.json" if run_dir else None
-            shape_files.append(in_run if in_run and in_run.is_file() else DEFAULT_SHAPES / f"{suite}.json")
+        shape_files = [DEFAULT_SHAPES / f"{suite}.json" for suite in suites]
+    file_name = f"smoke_peers_{name}.json" if args.smoke else f"peers_{name}.json"
     if args.out:
         out = args.out
     elif run_dir:
-        out = run_dir / f"peers_{name}.json"
+        out = run_dir / file_name
     else:
-        out = Path(f"peers_{name}.json")
+        out = Path(file_name)
     return shape_files, out
 
 
-def load_cases(path, limit=0):
+def smoke_case(case):
+    """The case with its sizes capped at SMOKE_CAPS, and its shape string rewritten to match."""
+    params = dict(case["params"])
+    for key, cap in SMOKE_CAPS.items():
+        if isinstance(params.get(key), int) and params[key] > cap:
+            params[key] = cap
+    words = []
+    for word in case["shape"].split():
+        key, eq, _ = word.partition("=")
+        words.append(f"{key}={params[key]}" if eq and key in SMOKE_CAPS and key in params else word)
+    return {**case, "params": params, "shape": " ".join(words)}
+
+
+def load_cases(path, limit=0, smoke=False):
+    """The cases of one shape file, each tagged with its suite; --smoke shrinks them and drops repeats."""
     doc = json.loads(Path(path).read_text())
     cases = doc.get("cases", [])
     for case in cases:
         case["suite"] = doc["suite"]
+    if smoke:
+        shrunk, seen = [], set()
+        for case in map(smoke_case, cases):
+            key = (case["kernel"], case["shape"], case["dtype"])
+            if key not in seen:
+                seen.add(key)
+                shrunk.append(case)
+        cases = shrunk
     return cases[:limit] if limit else cases
 
 
@@ -110,18 +166,31 @@ def l2_bytes(torch):
     return int(getattr(props, "L2_cache_size", 0) or 50 * 2**20)
 
 
-def rotation_count(torch, bytes_per_set, cap=64):
-    """Copies of the inputs so that the rotation exceeds twice the L2 (and fits in a quarter of free memory)."""
+def rotation_count(torch, bytes_per_set, device="cuda", cap=64):
+    """Copies of the inputs so that the rotation exceeds twice the L2 (and fits in a quarter of free memory).
+
+    On the CPU (a rehearsal, not a measurement) one copy."""
+    if device != "cuda":
+        return 1
     need = math.ceil(2 * l2_bytes(torch) / max(bytes_per_set, 1))
     free, _ = torch.cuda.mem_get_info()
     fit = max(1, int(free * 0.25 // max(bytes_per_set, 1)))
     return max(1, min(need, cap, fit))
 
 
-def time_cuda(torch, fn, inputs, warmup, iters):
-    """Times fn(*inputs[i % len(inputs)]) with one pair of CUDA events per launch; returns µs per launch."""
+def time_launches(torch, fn, inputs, warmup, iters, device="cuda"):
+    """Times fn(*inputs[i % len(inputs)]) per launch, in µs: one pair of CUDA events per launch on the
+    GPU, the wall clock around each (synchronous) call on the CPU."""
     for i in range(warmup):
         fn(*inputs[i % len(inputs)])
+    if device != "cuda":
+        times = []
+        for i in range(iters):
+            args = inputs[i % len(inputs)]
+            start = time.perf_counter()
+            fn(*args)
+            times.append((time.perf_counter() - start) * 1e6)
+        return times
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
@@ -139,38 +208,71 @@ def skip_reason(error):
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
+def synchronize(torch, device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def free_cached_memory(torch, device):
+    """Returns the cached blocks of the last case to the driver, so a large case cannot starve the next."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
 def launches(args):
+    if args.smoke:
+        return (2, 5)
     return (5, 20) if args.quick else (args.warmup, args.iters)
 
 
-def header(torch, script):
-    return {
-        "gpu": torch.cuda.get_device_name(0),
+def header(torch, script, args):
+    """The top of every peer file; `rooflab report` refuses a file whose "gpu" differs from run.json's."""
+    doc = {
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "script": script,
     }
+    if args.smoke:
+        doc["smoke"] = True
+    return doc
+
+
+def finite_rows(doc):
+    """Moves rows without a finite positive median to "skipped": `rooflab report` refuses a whole file for
+    one such row, and JSON has no NaN (Python would write the bare word NaN, which no strict reader takes)."""
+    rows = []
+    for row in doc["rows"]:
+        median = row.get("median_us")
+        if isinstance(median, (int, float)) and math.isfinite(median) and median > 0:
+            rows.append({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()})
+        else:
+            reason = f"median_us is {median}, not a positive time"
+            doc.setdefault("skipped", []).append({"peer": row.get("peer"), "shape": row.get("shape"), "reason": reason})
+    doc["rows"] = rows
 
 
 def write_json(path, doc):
+    finite_rows(doc)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
     print(f"wrote {path} ({len(doc['rows'])} rows, {len(doc.get('skipped', []))} skipped)")
 
 
-def import_torch_or_exit(script):
-    """torch with a CUDA device, or a clean exit 0 (the GPU bundle runs every script blindly)."""
+def import_torch_or_exit(script, device="cuda"):
+    """torch (with a CUDA device when device is cuda), or a clean exit 0 (the GPU bundle runs every script
+    blindly; scripts/gpu-run tells a skip from a result by whether the JSON was written)."""
     try:
         import torch
     except ImportError:
         print(f"{script}: torch is not installed; skipping", file=sys.stderr)
         sys.exit(0)
-    if not torch.cuda.is_available():
-        print(f"{script}: no CUDA device; skipping", file=sys.stderr)
+    if device == "cuda" and not torch.cuda.is_available():
+        print(f"{script}: no CUDA device; skipping (--device cpu rehearses the script on the CPU)", file=sys.stderr)
         sys.exit(0)
     return torch
 

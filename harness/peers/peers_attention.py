@@ -8,6 +8,8 @@ GQA uses enable_gqa=True where the backend accepts it; otherwise K/V are expande
 before timing and the row says so ("kv_expanded": true), since the peer then reads more bytes.
 
 Usage: python3 harness/peers/peers_attention.py [--run DIR | --shapes FILE...] [--out FILE] [--quick]
+       [--smoke] [--device cpu]   (rehearsals; see peerlib.py)
+On the CPU the cuDNN backend does not exist: its rows become recorded skips, as any refusal does.
 """
 
 import sys
@@ -27,7 +29,7 @@ def backends(torch):
     return found
 
 
-def make_inputs(torch, case):
+def make_inputs(torch, case, device):
     """q [B,H,Sq,D], k/v [B,KVH,Skv,D] bf16, one set per rotation slot."""
     p = case["params"]
     b, h, kvh, d = p["B"], p["H"], p["KVH"], p["D"]
@@ -36,12 +38,12 @@ def make_inputs(torch, case):
     else:
         sq = skv = p["S"]
     bytes_per_set = 2 * (2 * b * h * sq * d + 2 * b * kvh * skv * d)
-    count = peerlib.rotation_count(torch, bytes_per_set)
+    count = peerlib.rotation_count(torch, bytes_per_set, device)
     sets = []
     for _ in range(count):
-        q = torch.randn(b, h, sq, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(b, kvh, skv, d, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn(b, kvh, skv, d, device="cuda", dtype=torch.bfloat16)
+        q = torch.randn(b, h, sq, d, device=device, dtype=torch.bfloat16)
+        k = torch.randn(b, kvh, skv, d, device=device, dtype=torch.bfloat16)
+        v = torch.randn(b, kvh, skv, d, device=device, dtype=torch.bfloat16)
         sets.append((q, k, v))
     return sets
 
@@ -54,7 +56,7 @@ def expand_kv(sets, h):
     return out
 
 
-def time_case(torch, case, backend, warmup, iters):
+def time_case(torch, case, backend, warmup, iters, device):
     """(times in µs, kv_expanded) for one case on one backend; raises when the backend refuses it."""
     from torch.nn.attention import sdpa_kernel
 
@@ -62,7 +64,7 @@ def time_case(torch, case, backend, warmup, iters):
     p = case["params"]
     causal = bool(p.get("causal", False)) and case["suite"] == "attention"
     gqa = p["KVH"] != p["H"]
-    sets = make_inputs(torch, case)
+    sets = make_inputs(torch, case, device)
     with sdpa_kernel([backend]):
         if gqa:
             try:
@@ -71,7 +73,7 @@ def time_case(torch, case, backend, warmup, iters):
                     return sdpa(q, k, v, is_causal=causal, enable_gqa=True)
 
                 run(*sets[0])
-                return peerlib.time_cuda(torch, run, sets, warmup, iters), False
+                return peerlib.time_launches(torch, run, sets, warmup, iters, device), False
             except (RuntimeError, TypeError):
                 sets = expand_kv(sets, p["H"])
 
@@ -79,28 +81,28 @@ def time_case(torch, case, backend, warmup, iters):
             return sdpa(q, k, v, is_causal=causal)
 
         run_plain(*sets[0])
-        return peerlib.time_cuda(torch, run_plain, sets, warmup, iters), gqa
+        return peerlib.time_launches(torch, run_plain, sets, warmup, iters, device), gqa
 
 
 def main():
     args = peerlib.common_args(__doc__.splitlines()[0], SUITES).parse_args()
-    torch = peerlib.import_torch_or_exit(SCRIPT)
-    doc = peerlib.header(torch, SCRIPT)
+    torch = peerlib.import_torch_or_exit(SCRIPT, args.device)
+    doc = peerlib.header(torch, SCRIPT, args)
     shape_files, out = peerlib.resolve_paths(args, "attention", SUITES, doc["gpu"])
     warmup, iters = peerlib.launches(args)
     rows, skipped = [], []
     for path in shape_files:
-        for case in peerlib.load_cases(path, args.limit):
+        for case in peerlib.load_cases(path, args.limit, args.smoke):
             for name, backend in backends(torch):
                 try:
-                    times, expanded = time_case(torch, case, backend, warmup, iters)
+                    times, expanded = time_case(torch, case, backend, warmup, iters, args.device)
                 except (RuntimeError, TypeError) as error:
                     reason = peerlib.skip_reason(error)
                     skipped.append({"peer": name, "shape": case["shape"], "reason": reason})
                     print(f"skip {name} {case['shape']}: {reason}", file=sys.stderr)
                     continue
                 finally:
-                    torch.cuda.empty_cache()
+                    peerlib.free_cached_memory(torch, args.device)
                 row = {
                     "suite": case["suite"],
                     "kernel": case["kernel"],

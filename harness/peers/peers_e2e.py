@@ -7,12 +7,15 @@ The model folder is an HF folder (config.json + safetensors) or a folder holding
 (transformers dequantises it on load). Rows carry `model=<folder name>`, as rooflab's do.
 
 Usage: python3 harness/peers/peers_e2e.py --model DIR [--dtype bf16|f32] [--attn sdpa|eager]
-       [--run DIR | --shapes FILE] [--out FILE] [--quick]
+       [--run DIR | --shapes FILE] [--out FILE] [--quick] [--smoke] [--device cpu]
 Without --model it uses $ROOFLAB_MODEL, else the first folder under models/ holding a model, else skips.
+--smoke without --model generates from a tiny random Llama (saved to a temporary folder and loaded back
+the way a checkpoint is), so the rehearsal needs no checkpoint; --device cpu runs it on the CPU.
 """
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +26,14 @@ SUITES = ["e2e"]
 
 
 def find_model(arg):
-    candidates = [arg] if arg else []
-    if os.environ.get("ROOFLAB_MODEL"):
-        candidates.append(Path(os.environ["ROOFLAB_MODEL"]))
-    models = peerlib.REPO / "models"
-    if models.is_dir():
-        candidates.extend(sorted(p for p in models.iterdir() if p.is_dir()))
+    """The model folder: --model (only that one when given), else $ROOFLAB_MODEL, else models/*."""
+    if arg:
+        candidates = [arg]
+    else:
+        candidates = [Path(os.environ["ROOFLAB_MODEL"])] if os.environ.get("ROOFLAB_MODEL") else []
+        models = peerlib.REPO / "models"
+        if models.is_dir():
+            candidates.extend(sorted(p for p in models.iterdir() if p.is_dir()))
     for path in candidates:
         path = Path(path)
         if (path / "config.json").is_file() or any(path.glob("*.gguf")):
@@ -36,20 +41,45 @@ def find_model(arg):
     return None
 
 
-def load_model(torch, folder, dtype, attn):
-    from transformers import AutoModelForCausalLM
+def write_tiny_random_llama(folder):
+    """A 2-layer random Llama (GQA 4/2, vocab 512) saved as a checkpoint folder, for --smoke."""
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    kwargs = {"torch_dtype": dtype, "attn_implementation": attn}
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+def dtype_keyword(transformers):
+    """from_pretrained's dtype argument: `dtype` since transformers 4.56 (`torch_dtype` is deprecated
+    there), `torch_dtype` before (older versions would take `dtype` as a config field and load f32)."""
+    try:
+        major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    except ValueError:
+        return "dtype"
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def load_model(transformers, folder, dtype, attn, device):
+    kwargs = {dtype_keyword(transformers): dtype, "attn_implementation": attn}
     ggufs = sorted(folder.glob("*.gguf"))
     if not (folder / "config.json").is_file() and ggufs:
         kwargs["gguf_file"] = ggufs[0].name
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs).to("cuda").eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), **kwargs).to(device).eval()
     return model
 
 
-def generate_us(torch, model, prompt_ids, new_tokens):
+def generate_us(torch, model, prompt_ids, new_tokens, device):
     """Wall time of one greedy generate call producing exactly new_tokens tokens, µs."""
-    torch.cuda.synchronize()
+    peerlib.synchronize(torch, device)
     start = time.perf_counter()
     with torch.no_grad():
         model.generate(
@@ -60,7 +90,7 @@ def generate_us(torch, model, prompt_ids, new_tokens):
             do_sample=False,
             pad_token_id=0,
         )
-    torch.cuda.synchronize()
+    peerlib.synchronize(torch, device)
     return (time.perf_counter() - start) * 1e6
 
 
@@ -71,38 +101,49 @@ def main():
     parser.add_argument("--attn", default="sdpa", help="transformers attn_implementation (sdpa, eager)")
     parser.add_argument("--repeats", type=int, default=5, help="timed generate calls per measurement")
     args = parser.parse_args()
-    folder = find_model(args.model)
-    if folder is None:
-        print(f"{SCRIPT}: no model folder (--model, $ROOFLAB_MODEL or models/*); skipping", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="peers_e2e-") as scratch:
+        run(args, Path(scratch))
+
+
+def run(args, scratch):
+    """Everything after argument parsing; `scratch` holds the tiny random model of --smoke."""
+    tiny = args.smoke and not args.model
+    folder = None if tiny else find_model(args.model)
+    if folder is None and not tiny:
+        where = args.model if args.model else "--model, $ROOFLAB_MODEL or models/*"
+        print(f"{SCRIPT}: no model folder ({where}); skipping", file=sys.stderr)
         return
-    torch = peerlib.import_torch_or_exit(SCRIPT)
+    torch = peerlib.import_torch_or_exit(SCRIPT, args.device)
     try:
         import transformers
     except ImportError:
         print(f"{SCRIPT}: transformers is not installed; skipping", file=sys.stderr)
         return
-    doc = peerlib.header(torch, SCRIPT)
+    if tiny:
+        folder = write_tiny_random_llama(scratch / "tiny-random-llama")
+    doc = peerlib.header(torch, SCRIPT, args)
     doc["transformers"] = transformers.__version__
     shape_files, out = peerlib.resolve_paths(args, "e2e", SUITES, doc["gpu"])
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    model = load_model(torch, folder, dtype, args.attn)
+    model = load_model(transformers, folder, dtype, args.attn, args.device)
     vocab = int(model.config.vocab_size)
-    repeats = 2 if args.quick else args.repeats
+    repeats = 2 if args.quick or args.smoke else args.repeats
     generator = torch.Generator().manual_seed(0)
     rows = []
     measured = {}  # shape -> (ttft list, per-token list): prefill and decode_step share the generate calls
     for path in shape_files:
-        for case in peerlib.load_cases(path, args.limit):
+        for case in peerlib.load_cases(path, args.limit, args.smoke):
             p = case["params"]
             prompt_len, gen = int(p["prompt"]), int(p["gen"])
             shape = case["shape"].replace("{model}", folder.name)
             if shape not in measured:
                 # Random ids away from the special tokens at both ends of most vocabularies.
                 high = max(101, vocab - 100)
-                prompt = torch.randint(100, high, (1, prompt_len), generator=generator).to("cuda")
-                generate_us(torch, model, prompt, gen)  # warm-up: allocations, kernels, caches
-                ttft = [generate_us(torch, model, prompt, 1) for _ in range(repeats)]
-                totals = [generate_us(torch, model, prompt, gen) for _ in range(repeats)]
+                prompt = torch.randint(100, high, (1, prompt_len), generator=generator).to(args.device)
+                # Warm-up: allocations, kernels, caches.
+                generate_us(torch, model, prompt, gen, args.device)
+                ttft = [generate_us(torch, model, prompt, 1, args.device) for _ in range(repeats)]
+                totals = [generate_us(torch, model, prompt, gen, args.device) for _ in range(repeats)]
                 first = peerlib.summarize(ttft)["median_us"]
                 per_token = [max(total - first, 1.0) / max(gen - 1, 1) for total in totals]
                 measured[shape] = (ttft, per_token)
