@@ -29,6 +29,7 @@
 #include <math_constants.h>
 
 #include "common.cuh"
+#include "ptx.cuh"
 
 using namespace rl;
 
@@ -339,48 +340,22 @@ constexpr int ROWS_PER_WARP = 32;  // two m16 tiles
 constexpr int MT = ROWS_PER_WARP / 16;
 constexpr int PAD = 8;  // elements of padding per shared-memory row
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return ptx::shared_addr(p); }
 
+// One 16-byte cp.async; !valid: nothing is read and the 16 bytes are zero-filled.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-    const int src_size = valid ? 16 : 0;  // 0: nothing is read, the 16 bytes are zero-filled
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_size) : "memory");
+    ptx::cp_async_cg_16(dst, src, valid ? 16 : 0);
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { ptx::cp_async_commit_group(); }
 
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { ptx::cp_async_wait_group<0>(); }
 
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
+using ptx::ldmatrix_x4;
+using ptx::ldmatrix_x4_trans;
+using ptx::opaque;
 
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-// `x`, hidden from the optimiser (an empty asm that "may change" it), so that values derived from it are
-// recomputed where they are used instead of being hoisted out of loops and held in registers.
-__device__ __forceinline__ unsigned opaque(unsigned x) {
-    asm volatile("" : "+r"(x));
-    return x;
-}
-
-__device__ __forceinline__ size_t opaque(size_t x) {
-    asm volatile("" : "+l"(x));
-    return x;
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
+__device__ __forceinline__ float fast_exp2(float x) { return ptx::ex2_approx_ftz(x); }
 
 // Per element type: the MMA and the f32 -> 2 x 16-bit packing (the first value in the low half).
 template <typename T>
@@ -389,31 +364,17 @@ struct Ops;
 template <>
 struct Ops<__nv_bfloat16> {
     static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        ptx::mma_m16n8k16_bf16(c, a, b0, b1);
     }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        uint32_t r;
-        asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-        return r;
-    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return ptx::cvt_rn_bf16x2_f32(hi, lo); }
 };
 
 template <>
 struct Ops<__half> {
     static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-            "{%0, %1, %2, %3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        ptx::mma_m16n8k16_f16(c, a, b0, b1);
     }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        uint32_t r;
-        asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-        return r;
-    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return ptx::cvt_rn_f16x2_f32(hi, lo); }
 };
 
 // Shared-memory bytes of one configuration (the host computes the same: flash_shared_bytes).
@@ -468,7 +429,7 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     constexpr int NT = BN / 8;    // n8 tiles of S per m16 tile
     constexpr int DT = D / 8;     // n8 tiles of O per m16 tile
     static_assert(D % 16 == 0 && BN % 16 == 0, "tile sizes");
-    extern __shared__ uint4 smem_raw[];
+    ROOFLAB_DYNAMIC_SHARED(uint4, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);
     T* sK = sQ + BM * SD;
     T* sV = sK + BN * SD;
@@ -551,11 +512,11 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
         for (int kk = 0; kk < D / 16; ++kk) {
             uint32_t qa[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) ldsm_x4(qa[mt], q_addr + mt * 16 * ROW_BYTES + kk * 32);
+            for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(qa[mt], q_addr + mt * 16 * ROW_BYTES + kk * 32);
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
                 uint32_t kb[4];
-                ldsm_x4(kb, k_addr + np * 16 * ROW_BYTES + kk * 32);
+                ldmatrix_x4(kb, k_addr + np * 16 * ROW_BYTES + kk * 32);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     Ops<T>::mma(sacc[mt][2 * np], qa[mt], kb[0], kb[1]);
@@ -626,7 +587,7 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 uint32_t vb[4];
-                ldsm_x4_trans(vb, v_addr + kk * 16 * ROW_BYTES + dp * 32);
+                ldmatrix_x4_trans(vb, v_addr + kk * 16 * ROW_BYTES + dp * 32);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     Ops<T>::mma(o[mt][2 * dp], pa[mt][kk], vb[0], vb[1]);
@@ -714,34 +675,12 @@ constexpr int THREADS = WARPGROUPS * 128;
 constexpr int BM = 64 * WARPGROUPS;
 constexpr int BN = 128;  // dynamic shared memory: (BM + 4 BN) * D * 2 bytes (Q, two stages of K and V)
 
-// wgmma.mma_async wrappers, once per element type (operand lists written out by a generator; the shapes used are m64n128k16
-// with A and B from shared memory, and m64n{64,128}k16 with A from registers and B transposed).
-#define WGMMA_WRAPPERS(T) \
-__device__ __forceinline__ void wgmma_ss_n128_##T(float* d, uint64_t a, uint64_t b, int accumulate) { \
-    asm volatile( \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." #T "." #T " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-        : "l"(a), "l"(b), "r"(accumulate)); \
-} \
-__device__ __forceinline__ void wgmma_rs_n64_##T(float* d, const uint32_t* a, uint64_t b) { \
-    asm volatile( \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." #T "." #T " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)); \
-} \
-__device__ __forceinline__ void wgmma_rs_n128_##T(float* d, const uint32_t* a, uint64_t b) { \
-    asm volatile( \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." #T "." #T " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1)); \
-}
-
-WGMMA_WRAPPERS(bf16)
-WGMMA_WRAPPERS(f16)
-#undef WGMMA_WRAPPERS
+using ptx::wgmma_rs_n128_bf16;
+using ptx::wgmma_rs_n128_f16;
+using ptx::wgmma_rs_n64_bf16;
+using ptx::wgmma_rs_n64_f16;
+using ptx::wgmma_ss_n128_bf16;
+using ptx::wgmma_ss_n128_f16;
 
 
 // Byte offset of 16-byte chunk `c` of row `r` in a tile of `rows` rows (the no-swizzle core-matrix layout).
@@ -756,18 +695,18 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint3
            ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32);
 }
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+using ptx::wgmma_fence;
+__device__ __forceinline__ void wgmma_commit() { ptx::wgmma_commit_group(); }
+__device__ __forceinline__ void wgmma_wait_all() { ptx::wgmma_wait_group_0(); }
+__device__ __forceinline__ void fence_proxy_async() { ptx::fence_proxy_async_shared_cta(); }
+__device__ __forceinline__ void cp_async_wait_one() { ptx::cp_async_wait_group<1>(); }
 
 // Keeps the compiler from moving reads or writes of accumulator registers across the asynchronous
-// wgmma region (the asm statements above carry no register operands).
+// wgmma region (wgmma.wait_group carries no register operands).
 template <int N>
 __device__ __forceinline__ void fence_registers(float (&r)[N]) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+    for (int i = 0; i < N; ++i) ptx::register_fence(r[i]);
 }
 
 template <typename T>
@@ -834,7 +773,7 @@ template <typename T, int D>
 __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     constexpr int NT = BN / 8, DT = D / 8;
     constexpr uint32_t Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
-    extern __shared__ uint4 smem_raw[];
+    ROOFLAB_DYNAMIC_SHARED(uint4, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);
     const uint32_t q_smem = flash::smem_addr(sQ), k_smem = q_smem + Q_BYTES, v_smem = k_smem + 2 * KV_BYTES;
 

@@ -7,6 +7,11 @@
 
 #include "params.h"
 
+// Dynamic shared memory of the launch, as an array of T (the CPU emulator defines its own).
+#ifndef ROOFLAB_DYNAMIC_SHARED
+#define ROOFLAB_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 namespace rl {
 
 constexpr unsigned FULL_MASK = 0xffffffffu;
