@@ -4,7 +4,7 @@
 
 use half::bf16;
 
-use super::{as_u32, check_attention_heads, positive, DevSpan, Kernels, ATTENTION_DECODE};
+use super::{as_u32, check_attention_heads, positive, DevSpan, Launcher, ATTENTION_DECODE};
 use crate::cuda::grid;
 use crate::ffi::params::AttnDecodeParams;
 use crate::{Error, Result};
@@ -112,7 +112,7 @@ impl DecodeShape {
 /// Split-KV decode attention. `seq_lens[b]` (device) must be in `1 ..= cache_len`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode(
-    k: &Kernels,
+    k: &impl Launcher,
     q: DevSpan<f32>,
     k_cache: DevSpan<bf16>,
     v_cache: DevSpan<bf16>,
@@ -149,7 +149,7 @@ pub fn attention_decode(
 /// The naive baseline: one block per (query head, sequence), no split, KV re-read per query head.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_naive(
-    k: &Kernels,
+    k: &impl Launcher,
     q: DevSpan<f32>,
     k_cache: DevSpan<bf16>,
     v_cache: DevSpan<bf16>,

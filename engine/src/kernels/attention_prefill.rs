@@ -16,11 +16,10 @@
 //! attention_prefill::flash(&kernels, &io, &shape)?;
 //! ```
 
-use cudarc::driver::sys::CUfunction_attribute;
 use half::{bf16, f16};
 
-use super::{as_u32, check_attention_heads, DevSpan, Kernels, ATTENTION_PREFILL};
-use crate::cuda::{grid, CudaResultExt};
+use super::{as_u32, check_attention_heads, DevSpan, Launcher, ATTENTION_PREFILL};
+use crate::cuda::grid;
 use crate::ffi::params::AttnPrefillParams;
 use crate::{Error, Result};
 
@@ -467,7 +466,7 @@ fn expect_len(what: &str, op: Operand, needed: usize) -> Result<()> {
 /// Runs `kernel` on `io`. `scores` is the scratch of [`PrefillKernel::NaiveMaterialised`] (at least
 /// [`scores_len`] f32) and ignored by the others.
 pub fn run(
-    k: &Kernels,
+    k: &impl Launcher,
     kernel: PrefillKernel,
     io: &PrefillIo,
     s: &PrefillShape,
@@ -478,10 +477,10 @@ pub fn run(
     }
     let (p, elem) = params(io, s, scores)?;
     let choice = std::env::var(FLASH_CHOICE_ENV).ok();
-    let kernel = resolve(kernel, k.modules().arch(), choice.as_deref())?;
+    let kernel = resolve(kernel, k.arch(), choice.as_deref())?;
     for l in plan(kernel, elem, s)? {
         if l.shared_bytes > DEFAULT_SHARED_LIMIT {
-            raise_shared_limit(k, l.entry, l.shared_bytes)?;
+            k.allow_dynamic_shared(ATTENTION_PREFILL, l.entry, l.shared_bytes)?;
         }
         let mut config = grid(l.grid, l.threads);
         config.shared_mem_bytes = l.shared_bytes;
@@ -491,34 +490,24 @@ pub fn run(
     Ok(())
 }
 
-/// Lets `entry` use `bytes` of dynamic shared memory (a host-side attribute; no stream work, so it is
-/// also safe while a graph is being captured).
-fn raise_shared_limit(k: &Kernels, entry: &str, bytes: u32) -> Result<()> {
-    let function = k.modules().function(ATTENTION_PREFILL, entry)?;
-    k.gpu().ctx().bind_to_thread().cuda("binding the context")?;
-    function
-        .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
-        .cuda(&format!("allowing `{entry}` {bytes} bytes of shared memory"))
-}
-
 /// The fast kernel for this GPU (see [`PrefillKernel::Flash`]).
-pub fn flash(k: &Kernels, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
+pub fn flash(k: &impl Launcher, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
     run(k, PrefillKernel::Flash, io, s, None)
 }
 
 /// The SIMT tiled kernel (no tensor cores).
-pub fn tiled(k: &Kernels, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
+pub fn tiled(k: &impl Launcher, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
     run(k, PrefillKernel::Tiled, io, s, None)
 }
 
 /// The one-thread-per-query-row baseline.
-pub fn naive_row(k: &Kernels, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
+pub fn naive_row(k: &impl Launcher, io: &PrefillIo, s: &PrefillShape) -> Result<()> {
     run(k, PrefillKernel::NaiveRow, io, s, None)
 }
 
 /// The materialising baseline: S (f32, `scores`, at least [`scores_len`]) in global memory, softmax,
 /// then P·V.
-pub fn naive_materialised(k: &Kernels, io: &PrefillIo, s: &PrefillShape, scores: DevSpan<f32>) -> Result<()> {
+pub fn naive_materialised(k: &impl Launcher, io: &PrefillIo, s: &PrefillShape, scores: DevSpan<f32>) -> Result<()> {
     run(k, PrefillKernel::NaiveMaterialised, io, s, Some(scores))
 }
 

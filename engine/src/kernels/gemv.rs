@@ -4,7 +4,7 @@
 
 use half::bf16;
 
-use super::{as_u32, positive, DevSpan, Kernels, GEMV};
+use super::{as_u32, positive, DevSpan, Launcher, GEMV};
 use crate::cuda::grid;
 use crate::ffi::params::{GemmParams, GemvParams};
 use crate::{Error, Result};
@@ -57,7 +57,7 @@ fn gemv_params<X>(
 /// `y[n] (+)= W[n][k] · x[k]` with f32 activations.
 #[allow(clippy::too_many_arguments)]
 pub fn gemv(
-    kern: &Kernels,
+    kern: &impl Launcher,
     variant: GemvKernel,
     w: DevSpan<bf16>,
     x: DevSpan<f32>,
@@ -85,7 +85,7 @@ pub fn gemv(
 
 /// `y[n] (+)= W[n][k] · x[k]` with bf16 activations (warp-per-row kernel).
 pub fn gemv_bf16x(
-    kern: &Kernels,
+    kern: &impl Launcher,
     w: DevSpan<bf16>,
     x: DevSpan<bf16>,
     y: DevSpan<f32>,
@@ -105,7 +105,7 @@ pub fn gemv_bf16x(
 /// `y[m][n] (+)= x[m][k] · W[n][k]ᵀ`, f32 activations, with the tiled kernel.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_tiled(
-    kern: &Kernels,
+    kern: &impl Launcher,
     w: DevSpan<bf16>,
     x: DevSpan<f32>,
     y: DevSpan<f32>,

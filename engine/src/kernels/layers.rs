@@ -3,7 +3,7 @@
 
 use half::bf16;
 
-use super::{as_u32, positive, DevSpan, Kernels, LAYERS};
+use super::{as_u32, positive, DevSpan, Launcher, LAYERS};
 use crate::cuda::{elementwise_grid, grid};
 use crate::ffi::params::{
     CastParams, EmbeddingParams, KvAppendParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
@@ -17,7 +17,7 @@ const MAX_ELEMENTWISE_BLOCKS: u32 = 4096;
 /// `out[t] = table[tokens[t]]` widened to f32. Token ids are read on the device; an id `>= vocab`
 /// gives a NaN row (check ids on the host before uploading them).
 pub fn embedding(
-    k: &Kernels,
+    k: &impl Launcher,
     table: DevSpan<bf16>,
     vocab: usize,
     hidden: usize,
@@ -47,7 +47,7 @@ pub fn embedding(
 
 /// `out = x / rms(x) * weight` for each of `rows` rows of `hidden`; `out` may be `x`.
 pub fn rmsnorm(
-    k: &Kernels,
+    k: &impl Launcher,
     x: DevSpan<f32>,
     weight: DevSpan<f32>,
     out: DevSpan<f32>,
@@ -89,7 +89,7 @@ pub struct RopeShape {
 /// A position `>= table_len` gives NaN rows (check positions on the host).
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
-    k: &Kernels,
+    k: &impl Launcher,
     q: DevSpan<f32>,
     kk: DevSpan<f32>,
     cos: DevSpan<f32>,
@@ -128,7 +128,7 @@ pub fn rope(
 }
 
 /// `out = silu(gate) * up` over `n` elements; `out` may be `gate` or `up`.
-pub fn silu_mul(k: &Kernels, gate: DevSpan<f32>, up: DevSpan<f32>, out: DevSpan<f32>, n: usize) -> Result<()> {
+pub fn silu_mul(k: &impl Launcher, gate: DevSpan<f32>, up: DevSpan<f32>, out: DevSpan<f32>, n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
@@ -142,7 +142,7 @@ pub fn silu_mul(k: &Kernels, gate: DevSpan<f32>, up: DevSpan<f32>, out: DevSpan<
 }
 
 /// `acc += x` over `n` elements.
-pub fn residual_add(k: &Kernels, acc: DevSpan<f32>, x: DevSpan<f32>, n: usize) -> Result<()> {
+pub fn residual_add(k: &impl Launcher, acc: DevSpan<f32>, x: DevSpan<f32>, n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
@@ -155,7 +155,7 @@ pub fn residual_add(k: &Kernels, acc: DevSpan<f32>, x: DevSpan<f32>, n: usize) -
 }
 
 /// `dst = bf16(src)` (round to nearest even) over `n` elements.
-pub fn cast_to_bf16(k: &Kernels, src: DevSpan<f32>, dst: DevSpan<bf16>, n: usize) -> Result<()> {
+pub fn cast_to_bf16(k: &impl Launcher, src: DevSpan<f32>, dst: DevSpan<bf16>, n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
@@ -172,7 +172,7 @@ pub fn cast_to_bf16(k: &Kernels, src: DevSpan<f32>, dst: DevSpan<bf16>, n: usize
 /// `>= cache_len` are skipped (check them on the host).
 #[allow(clippy::too_many_arguments)]
 pub fn kv_append(
-    k: &Kernels,
+    k: &impl Launcher,
     keys: DevSpan<f32>,
     values: DevSpan<f32>,
     k_cache: DevSpan<bf16>,

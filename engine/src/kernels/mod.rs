@@ -11,9 +11,10 @@ pub mod attention_prefill;
 pub mod gemv;
 pub mod layers;
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-use crate::cuda::{self, GpuContext, ModuleRegistry};
+use crate::cuda::{self, CudaResultExt, GpuContext, ModuleRegistry};
 use crate::ffi::params::{
     AttnDecodeParams, AttnPrefillParams, CastParams, EmbeddingParams, GemmParams, GemvParams, KvAppendParams,
     ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
@@ -119,18 +120,40 @@ impl Kernels {
     pub fn modules(&self) -> &ModuleRegistry {
         &self.modules
     }
+}
+
+/// What the kernel wrappers launch on: a GPU ([`Kernels`]) or, with the `emu` feature, the CPU
+/// emulator of the same kernel sources (`crate::emu::Emulator`). Each wrapper checks shapes and
+/// buffers, plans the launch and calls [`Launcher::launch`]; nothing else differs between the two.
+pub trait Launcher {
+    /// The PTX set the kernels come from: `sm_90a` or `sm_80` (the emulator models `sm_90a`).
+    fn arch(&self) -> &str;
+
+    /// Lets `entry` of `module` use `bytes` of dynamic shared memory (a launch above 48 KB fails
+    /// without it). A host-side attribute: safe while a graph is being captured.
+    fn allow_dynamic_shared(&self, module: &str, entry: &str, bytes: u32) -> Result<()>;
 
     /// Launches `entry` of `module` with `params`.
     ///
     /// # Safety
     /// Same contract as [`cuda::launch`]: the caller has checked every address and shape in `params`.
-    pub(crate) unsafe fn launch<P: DeviceRepr>(
-        &self,
-        module: &str,
-        entry: &str,
-        config: LaunchConfig,
-        params: P,
-    ) -> Result<()> {
+    unsafe fn launch<P: DeviceRepr>(&self, module: &str, entry: &str, config: LaunchConfig, params: P) -> Result<()>;
+}
+
+impl Launcher for Kernels {
+    fn arch(&self) -> &str {
+        self.modules.arch()
+    }
+
+    fn allow_dynamic_shared(&self, module: &str, entry: &str, bytes: u32) -> Result<()> {
+        let function = self.modules.function(module, entry)?;
+        self.gpu.ctx().bind_to_thread().cuda("binding the context")?;
+        function
+            .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+            .cuda(&format!("allowing `{entry}` {bytes} bytes of shared memory"))
+    }
+
+    unsafe fn launch<P: DeviceRepr>(&self, module: &str, entry: &str, config: LaunchConfig, params: P) -> Result<()> {
         let function = self.modules.function(module, entry)?;
         // SAFETY: forwarded to the caller.
         unsafe { cuda::launch(&self.gpu, function, entry, config, params) }
