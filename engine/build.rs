@@ -28,6 +28,38 @@ fn main() {
 
     let out_path = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("embedded_ptx.rs");
     fs::write(&out_path, out).unwrap_or_else(|e| panic!("cannot write {}: {e}", out_path.display()));
+
+    #[cfg(feature = "emu")]
+    build_emulator(&manifest_dir.join("..").join("kernels-cuda"));
+}
+
+/// Compiles the kernel sources for the CPU emulator (kernels-cuda/emu/README.md): every family's .cu
+/// through its `family_*.cpp`, with cuda_emu.h force-included, plus the emulator's runtime. Always
+/// optimised: debug builds of the tests would otherwise emulate at -O0.
+#[cfg(feature = "emu")]
+fn build_emulator(kernels: &Path) {
+    let emu = kernels.join("emu");
+    // A directory here makes cargo scan everything under it: the .cu files, include/ and emu/.
+    println!("cargo:rerun-if-changed={}", kernels.display());
+    let mut sources: Vec<PathBuf> = fs::read_dir(&emu)
+        .expect("kernels-cuda/emu exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cpp"))
+        .collect();
+    sources.sort();
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .define("ROOFLAB_EMU", None)
+        .include(emu.join("shim"))
+        .include(&emu)
+        .include(kernels.join("include"))
+        .flag("-include")
+        .flag("cuda_emu.h")
+        .flag_if_supported("-Wno-unknown-pragmas")
+        .files(sources)
+        .compile("rooflab_emu");
 }
 
 /// `(arch, module, absolute path)` of every `ptx/<arch>/<module>.ptx`, sorted. A missing `ptx/` gives none:

@@ -3,9 +3,12 @@
 //!
 //! Layout (one module per concern): [`model`] loads checkpoints and runs the forward pass,
 //! [`reference`] holds the CPU version of every kernel, [`cuda`] and [`kernels`] drive the GPU,
-//! [`sample`] turns logits into tokens and [`generate`] runs the prefill/decode loop.
+//! [`sample`] turns logits into tokens and [`generate`] runs the prefill/decode loop. With the `emu`
+//! feature, `emu` runs the same kernel sources on the CPU (kernels-cuda/emu/) for tests without a GPU.
 
 pub mod cuda;
+#[cfg(feature = "emu")]
+pub mod emu;
 pub mod error;
 pub mod ffi;
 pub mod generate;

@@ -40,6 +40,13 @@ impl<'a, T> DevSpan<'a, T> {
         DevSpan { addr, len: buffer.len(), _buffer: PhantomData }
     }
 
+    /// A span of `len` elements at `addr` in memory the kernels can reach: the CPU emulator's host
+    /// buffers (`crate::emu::HostBuffer`), which hand out spans only while they are borrowed.
+    #[cfg(feature = "emu")]
+    pub(crate) fn from_raw_parts(addr: u64, len: usize) -> Self {
+        DevSpan { addr, len, _buffer: PhantomData }
+    }
+
     pub fn addr(&self) -> u64 {
         self.addr
     }

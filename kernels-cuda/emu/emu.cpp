@@ -1,0 +1,804 @@
+// The CPU emulator's runtime: fibers, the block scheduler, barriers and warp/warpgroup collectives,
+// the models of the PTX instructions in ptx.cuh, and the C entry points the Rust side calls
+// (engine/src/emu.rs). See cuda_emu.h for what it is and what it checks.
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cuda_emu.h"
+#include "entries.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_layers(size_t* n);
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_gemv(size_t* n);
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_decode(size_t* n);
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_prefill(size_t* n);
+
+namespace rl_emu {
+
+thread_local Current current;
+
+namespace {
+
+constexpr size_t STACK_BYTES = 256 * 1024;  // per emulated thread; ample for kernels' register arrays
+constexpr size_t PAGE = 4096;
+constexpr int MAX_THREADS = 1024;
+constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // Hopper's per-block limit
+
+// ---- fibers ----------------------------------------------------------------------------------
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers and the stack pointer in *from, loads them from `to`.
+extern "C" void rl_emu_switch(void** from, void* to);
+extern "C" void rl_emu_trampoline();
+asm(R"(
+    .text
+    .globl rl_emu_switch
+    .hidden rl_emu_switch
+    .type rl_emu_switch, @function
+rl_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size rl_emu_switch, .-rl_emu_switch
+
+    .globl rl_emu_trampoline
+    .hidden rl_emu_trampoline
+    .type rl_emu_trampoline, @function
+rl_emu_trampoline:
+    movq %r12, %rdi
+    call rl_emu_lane_main@PLT
+    ud2
+    .size rl_emu_trampoline, .-rl_emu_trampoline
+)");
+#endif
+
+}  // namespace
+
+// ---- state -----------------------------------------------------------------------------------
+
+struct Copy {
+    uint32_t dst;
+    const void* src;
+    int bytes, src_size;
+};
+
+enum class Scope { Warp, Warpgroup, Block };
+using Exec = void (*)(Lane* const* lanes, int n);
+
+struct Lane {
+    void* sp = nullptr;
+#if !defined(__x86_64__)
+    ucontext_t uc;
+#endif
+    char* stack = nullptr;
+    unsigned linear = 0;
+    uint3 idx;
+    enum State { Runnable, Waiting, Done } state = Runnable;
+    // Operands of the collective this lane waits at, and its results.
+    uint32_t in[72];
+    uint32_t out[72];
+    uint64_t in64[2];
+    int op[8];
+    // cp.async: the open group, then committed groups oldest first.
+    std::vector<Copy> open;
+    std::deque<std::vector<Copy>> committed;
+    bool wgmma_fenced = false;
+};
+
+struct Group {
+    int arrived = 0, live = 0, first = 0, count = 0;
+    const char* tag = nullptr;
+    Exec exec = nullptr;
+};
+
+struct Launch {
+    const KernelEntry* entry;
+    dim3 grid, block;
+    size_t smem;
+    const void* params;
+    bool reverse;
+    std::atomic<size_t> next_block{0};
+    std::atomic<bool> failed{false};
+    std::mutex error_lock;
+    std::string error;
+};
+
+struct BlockState {
+    Launch* launch;
+    uint3 idx;
+    Lane* lanes;
+    int n;
+    unsigned char* smem;
+    std::vector<Group> warps, warpgroups;
+    Group block;
+    std::vector<Lane*> members = std::vector<Lane*>(MAX_THREADS);  // scratch of complete()
+    void* sched_sp = nullptr;
+#if !defined(__x86_64__)
+    ucontext_t sched_uc;
+#endif
+    bool failed = false;
+    std::string error;
+};
+
+namespace {
+
+void switch_to_lane(BlockState* b, Lane* l) {
+    current.lane = l;
+    current.thread_idx = l->idx;
+#if defined(__x86_64__)
+    rl_emu_switch(&b->sched_sp, l->sp);
+#else
+    swapcontext(&b->sched_uc, &l->uc);
+#endif
+    current.lane = nullptr;
+}
+
+void switch_to_scheduler(BlockState* b, Lane* l) {
+#if defined(__x86_64__)
+    rl_emu_switch(&l->sp, b->sched_sp);
+#else
+    swapcontext(&l->uc, &b->sched_uc);
+#endif
+}
+
+std::string where() {
+    char buf[160];
+    const BlockState* b = current.block;
+    if (!b) return "outside any kernel";
+    snprintf(buf, sizeof buf, "kernel `%s` block (%u,%u,%u) thread (%u,%u,%u)", b->launch->entry->name, b->idx.x,
+             b->idx.y, b->idx.z, current.thread_idx.x, current.thread_idx.y, current.thread_idx.z);
+    return buf;
+}
+
+std::string format(const char* fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+Group& group_of(BlockState* b, Scope scope, unsigned linear) {
+    switch (scope) {
+        case Scope::Warp: return b->warps[linear / 32];
+        case Scope::Warpgroup: return b->warpgroups[linear / 128];
+        default: return b->block;
+    }
+}
+
+const char* scope_name(Scope s) { return s == Scope::Warp ? "warp" : s == Scope::Warpgroup ? "warpgroup" : "block"; }
+
+// The group's waiting lanes run its instruction (by the last arrival) and go on.
+void complete(BlockState* b, Group& g) {
+    Lane** members = b->members.data();
+    int n = 0;
+    for (int i = g.first; i < g.first + g.count; ++i)
+        if (b->lanes[i].state == Lane::Waiting) members[n++] = &b->lanes[i];
+    if (g.exec) g.exec(members, n);
+    for (int i = 0; i < n; ++i) members[i]->state = Lane::Runnable;
+    g.arrived = 0;
+    g.tag = nullptr;
+    g.exec = nullptr;
+}
+
+// Called by a lane at a barrier or a group-wide instruction: waits until every live lane of its
+// group has arrived at the same one; the last to arrive runs `exec` over all of them.
+void collective(Scope scope, const char* tag, Exec exec) {
+    Lane* me = current.lane;
+    BlockState* b = current.block;
+    if (!me) fail("a barrier or warp-wide instruction outside a kernel");
+    Group& g = group_of(b, scope, me->linear);
+    if (g.arrived == 0) {
+        g.tag = tag;
+        g.exec = exec;
+    } else if (g.tag != tag && strcmp(g.tag, tag) != 0) {
+        fail(format("lanes of one %s diverged: some wait at %s, this one reached %s", scope_name(scope), g.tag, tag)
+                 .c_str());
+    }
+    me->state = Lane::Waiting;
+    if (++g.arrived == g.live) {
+        complete(b, g);
+        return;
+    }
+    switch_to_scheduler(b, me);
+}
+
+uint16_t half_at(const unsigned char* p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+float elem_to_f32(Elem e, uint16_t bits) { return e == Elem::Bf16 ? bf16_to_f32(bits) : f16_to_f32(bits); }
+
+}  // namespace
+
+// ---- services the kernels call ------------------------------------------------------------------
+
+[[noreturn]] void fail(const char* what) {
+    BlockState* b = current.block;
+    const std::string msg = where() + ": " + what;
+    if (!b || !current.lane) {
+        fprintf(stderr, "rooflab emulator: %s\n", msg.c_str());
+        abort();
+    }
+    if (!b->failed) {
+        b->failed = true;
+        b->error = msg;
+    }
+    switch_to_scheduler(b, current.lane);
+    abort();  // the scheduler never resumes a lane of a failed block
+}
+
+void* dynamic_shared() { return current.block->smem; }
+
+uint32_t shared_offset(const void* p) {
+    const BlockState* b = current.block;
+    const auto* c = static_cast<const unsigned char*>(p);
+    if (c < b->smem || c > b->smem + b->launch->smem)
+        fail("__cvta_generic_to_shared of a pointer outside the block's dynamic shared memory");
+    return static_cast<uint32_t>(c - b->smem);
+}
+
+// The bytes at shared address `addr`, checked against the launch's dynamic shared memory.
+static unsigned char* shared_at(uint32_t addr, size_t bytes, const char* what) {
+    const BlockState* b = current.block;
+    if ((size_t)addr + bytes > b->launch->smem)
+        fail(format("%s reads/writes shared bytes %u..%zu but the launch has %zu", what, addr, addr + bytes,
+                    b->launch->smem)
+                 .c_str());
+    return b->smem + addr;
+}
+
+void sync_block() { collective(Scope::Block, "__syncthreads", nullptr); }
+
+void sync_warp(unsigned mask) {
+    if (mask != 0xffffffffu) fail("__syncwarp with a partial mask is not modelled");
+    collective(Scope::Warp, "__syncwarp", nullptr);
+}
+
+static void require_full_warp(int n, const char* what) {
+    if (n != 32) fail(format("%s with %d of 32 lanes (the others exited)", what, n).c_str());
+}
+
+uint32_t shfl(unsigned mask, uint32_t value, int src_or_xor, bool xor_mode, int width) {
+    if (mask != 0xffffffffu) fail("shuffles with a partial mask are not modelled");
+    if (width <= 0 || width > 32 || (width & (width - 1))) fail("shuffle width must be a power of two <= 32");
+    Lane* me = current.lane;
+    me->in[0] = value;
+    me->in[1] = (uint32_t)src_or_xor;
+    me->op[0] = width;
+    me->op[1] = xor_mode;
+    collective(Scope::Warp, xor_mode ? "shfl.bfly" : "shfl.idx", [](Lane* const* l, int n) {
+        require_full_warp(n, "a shuffle");
+        const bool bfly = l[0]->op[1];
+        for (int i = 0; i < 32; ++i) {
+            const int w = l[i]->op[0], base = i & ~(w - 1);
+            int src = bfly ? (i ^ (int)l[i]->in[1]) : base + ((int)l[i]->in[1] & (w - 1));
+            if (src >= base + w) src = i;  // outside the lane's segment: its own value
+            l[i]->out[0] = l[src]->in[0];
+        }
+    });
+    return me->out[0];
+}
+
+// ---- cp.async: the destination may change any time from the issue to the wait, so it is filled
+// with NaN bytes at the issue and gets its data at the wait: a read before the wait, and a copy issued
+// while other threads still read the old contents (a missing barrier), both see NaN. ---------------
+
+void cp_async(uint32_t dst, const void* src, int bytes, int src_size) {
+    unsigned char* d = shared_at(dst, bytes, "cp.async");
+    if (dst % bytes) fail("cp.async destination not aligned to its size");
+    memset(d, 0xff, bytes);
+    current.lane->open.push_back({dst, src, bytes, src_size});
+}
+
+void cp_async_commit_group() {
+    Lane* me = current.lane;
+    me->committed.push_back(std::move(me->open));
+    me->open.clear();
+}
+
+void cp_async_wait_group(int n) {
+    Lane* me = current.lane;
+    while ((int)me->committed.size() > n) {
+        for (const Copy& c : me->committed.front()) {
+            unsigned char* d = current.block->smem + c.dst;
+            if (c.src_size > 0) memcpy(d, c.src, c.src_size);
+            memset(d + c.src_size, 0, c.bytes - c.src_size);
+        }
+        me->committed.pop_front();
+    }
+}
+
+// ---- ldmatrix / mma.sync ----------------------------------------------------------------------
+
+void ldmatrix_x4(uint32_t r[4], uint32_t addr, bool trans) {
+    Lane* me = current.lane;
+    me->in[0] = addr;
+    me->op[0] = trans;
+    collective(Scope::Warp, trans ? "ldmatrix.x4.trans" : "ldmatrix.x4", [](Lane* const* l, int n) {
+        require_full_warp(n, "ldmatrix");
+        const bool tr = l[0]->op[0];
+        uint16_t m[4][8][8];  // matrix, row (the lane that gave its address), column
+        for (int j = 0; j < 4; ++j)
+            for (int row = 0; row < 8; ++row) {
+                const uint32_t a = l[8 * j + row]->in[0];
+                if (a % 16) fail("ldmatrix row address not 16-byte aligned");
+                const unsigned char* p = shared_at(a, 16, "ldmatrix");
+                for (int c = 0; c < 8; ++c) m[j][row][c] = half_at(p + 2 * c);
+            }
+        for (int i = 0; i < 32; ++i) {
+            const int g = i / 4, t = i % 4;
+            for (int j = 0; j < 4; ++j) {
+                const uint16_t lo = tr ? m[j][2 * t][g] : m[j][g][2 * t];
+                const uint16_t hi = tr ? m[j][2 * t + 1][g] : m[j][g][2 * t + 1];
+                l[i]->out[j] = lo | (uint32_t)hi << 16;
+            }
+        }
+    });
+    memcpy(r, me->out, 16);
+}
+
+// mma.sync.m16n8k16.row.col: lane (g = lane/4, t = lane%4) holds A rows g, g+8 at columns 2t, 2t+1 (a0: g,
+// a1: g+8, a2: g with +8 columns, a3: g+8 with +8), B columns (k) 2t, 2t+1 (b0) and +8 (b1) of n = g, and
+// C/D rows g (d0, d1) and g+8 (d2, d3) at columns 2t, 2t+1. The low half of each register comes first.
+void mma_m16n8k16(Elem elem, float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    Lane* me = current.lane;
+    memcpy(me->in, a, 16);
+    me->in[4] = b0;
+    me->in[5] = b1;
+    memcpy(me->in + 6, d, 16);
+    me->op[0] = (int)elem;
+    collective(Scope::Warp, "mma.m16n8k16", [](Lane* const* l, int n) {
+        require_full_warp(n, "mma.sync");
+        const Elem e = (Elem)l[0]->op[0];
+        float A[16][16], B[16][8], C[16][8];
+        for (int i = 0; i < 32; ++i) {
+            if (l[i]->op[0] != (int)e) fail("mma.sync lanes disagree on the element type");
+            const int g = i / 4, t = i % 4;
+            const uint32_t* in = l[i]->in;
+            for (int h = 0; h < 2; ++h) {
+                A[g][2 * t + h] = elem_to_f32(e, (uint16_t)(in[0] >> 16 * h));
+                A[g + 8][2 * t + h] = elem_to_f32(e, (uint16_t)(in[1] >> 16 * h));
+                A[g][2 * t + 8 + h] = elem_to_f32(e, (uint16_t)(in[2] >> 16 * h));
+                A[g + 8][2 * t + 8 + h] = elem_to_f32(e, (uint16_t)(in[3] >> 16 * h));
+                B[2 * t + h][g] = elem_to_f32(e, (uint16_t)(in[4] >> 16 * h));
+                B[2 * t + 8 + h][g] = elem_to_f32(e, (uint16_t)(in[5] >> 16 * h));
+                C[g][2 * t + h] = bits_to_f32(in[6 + h]);
+                C[g + 8][2 * t + h] = bits_to_f32(in[8 + h]);
+            }
+        }
+        for (int i = 0; i < 32; ++i) {
+            const int g = i / 4, t = i % 4;
+            for (int r = 0; r < 4; ++r) {
+                const int row = g + 8 * (r / 2), col = 2 * t + r % 2;
+                float acc = C[row][col];
+                for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+                l[i]->out[r] = f32_to_bits(acc);
+            }
+        }
+    });
+    memcpy(d, me->out, 16);
+}
+
+float ex2_approx_ftz(float x) {
+    if (fpclassify(x) == FP_SUBNORMAL) x = 0.0f;
+    const float y = exp2f(x);
+    return fpclassify(y) == FP_SUBNORMAL ? 0.0f : y;
+}
+
+// ---- wgmma ------------------------------------------------------------------------------------
+
+void wgmma_fence() { current.lane->wgmma_fenced = true; }
+void wgmma_commit_group() {}
+void wgmma_wait_group(int) { current.lane->wgmma_fenced = false; }
+
+namespace {
+
+// A shared-memory matrix descriptor without swizzle: start address, leading (LBO) and stride (SBO) byte
+// offsets, each stored as (bytes >> 4) in 14 bits.
+struct Desc {
+    uint32_t start, lbo, sbo;
+};
+
+Desc decode(uint64_t d) {
+    if (d >> 62) fail("wgmma descriptor with a swizzle mode: only the no-swizzle layout is modelled");
+    if ((d >> 49) & 7) fail("wgmma descriptor with a base offset: not modelled");
+    return {(uint32_t)(d & 0x3fff) << 4, (uint32_t)((d >> 16) & 0x3fff) << 4, (uint32_t)((d >> 32) & 0x3fff) << 4};
+}
+
+// Byte address of element (mn, k) of a 16-bit operand in the canonical no-swizzle layouts (8 x 16-byte
+// core matrices): K-major ((8,m),(8,2)):((8 elems, SBO),(1, LBO)); MN-major ((8,m),(8,2)):((1, SBO),(8 elems, LBO)).
+uint32_t element_addr(const Desc& d, bool mn_major, int mn, int k) {
+    if (!mn_major) return d.start + (mn / 8) * d.sbo + (k / 8) * d.lbo + (mn % 8) * 16 + (k % 8) * 2;
+    return d.start + (mn / 8) * d.sbo + (k / 8) * d.lbo + (k % 8) * 16 + (mn % 8) * 2;
+}
+
+}  // namespace
+
+// wgmma.mma_async.sync.aligned.m64n{N}k16.f32: warp w of the warpgroup owns rows 16w .. 16w+15 of D, as
+// the m16n8 C layout repeated over N/8 column tiles (d[4j + r]: row g + 8 (r / 2), column 8j + 2t + r % 2);
+// A from registers uses the m16n8k16 A layout per warp. Computed at issue (the emulated tensor core is
+// synchronous); wgmma.fence must come first.
+void wgmma(Elem elem, int n, float* d, uint64_t a_desc, const uint32_t* a_regs, uint64_t b_desc, bool scale_d,
+           int scale_a, int scale_b, int trans_a, int trans_b) {
+    Lane* me = current.lane;
+    if (!me->wgmma_fenced) fail("wgmma.mma_async without a wgmma.fence since the last wait_group");
+    if (n != 64 && n != 128) fail("wgmma: only N = 64 and 128 are modelled");
+    memcpy(me->in, d, n / 2 * 4);
+    if (a_regs) memcpy(me->in + 64, a_regs, 16);
+    me->in64[0] = a_desc;
+    me->in64[1] = b_desc;
+    const int op[8] = {(int)elem, n, a_regs != nullptr, scale_d, scale_a, scale_b, trans_a, trans_b};
+    memcpy(me->op, op, sizeof op);
+    collective(Scope::Warpgroup, "wgmma.mma_async", [](Lane* const* l, int count) {
+        if (count != 128) fail(format("wgmma with %d of 128 warpgroup lanes (the others exited)", count).c_str());
+        const int* op = l[0]->op;
+        const Elem e = (Elem)op[0];
+        const int N = op[1];
+        const bool a_in_regs = op[2];
+        for (int i = 1; i < 128; ++i)
+            if (memcmp(l[i]->op, op, sizeof l[i]->op) || l[i]->in64[1] != l[0]->in64[1] ||
+                (!a_in_regs && l[i]->in64[0] != l[0]->in64[0]))
+                fail("wgmma lanes of one warpgroup disagree on the shape, flags or descriptors");
+        static thread_local float A[64][16], B[16][128], D[64][128];
+        if (a_in_regs) {
+            for (int i = 0; i < 128; ++i) {
+                const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+                const uint32_t* r = l[i]->in + 64;
+                for (int h = 0; h < 2; ++h) {
+                    A[16 * w + g][2 * t + h] = elem_to_f32(e, (uint16_t)(r[0] >> 16 * h));
+                    A[16 * w + g + 8][2 * t + h] = elem_to_f32(e, (uint16_t)(r[1] >> 16 * h));
+                    A[16 * w + g][2 * t + 8 + h] = elem_to_f32(e, (uint16_t)(r[2] >> 16 * h));
+                    A[16 * w + g + 8][2 * t + 8 + h] = elem_to_f32(e, (uint16_t)(r[3] >> 16 * h));
+                }
+            }
+        } else {
+            const Desc da = decode(l[0]->in64[0]);
+            for (int m = 0; m < 64; ++m)
+                for (int k = 0; k < 16; ++k)
+                    A[m][k] = elem_to_f32(e, half_at(shared_at(element_addr(da, op[6], m, k), 2, "wgmma A")));
+        }
+        const Desc db = decode(l[0]->in64[1]);
+        for (int k = 0; k < 16; ++k)
+            for (int col = 0; col < N; ++col)
+                B[k][col] = elem_to_f32(e, half_at(shared_at(element_addr(db, op[7], col, k), 2, "wgmma B")));
+        for (int i = 0; i < 128; ++i) {
+            const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+            for (int x = 0; x < N / 2; ++x) {
+                const int j = x / 4, r = x % 4;
+                D[16 * w + g + 8 * (r / 2)][8 * j + 2 * t + r % 2] = op[3] ? bits_to_f32(l[i]->in[x]) : 0.0f;
+            }
+        }
+        for (int m = 0; m < 64; ++m)
+            for (int col = 0; col < N; ++col) {
+                float acc = D[m][col];
+                for (int k = 0; k < 16; ++k) acc += (op[4] * A[m][k]) * (op[5] * B[k][col]);
+                D[m][col] = acc;
+            }
+        for (int i = 0; i < 128; ++i) {
+            const int w = i / 32, g = (i % 32) / 4, t = i % 4;
+            for (int x = 0; x < N / 2; ++x) {
+                const int j = x / 4, r = x % 4;
+                l[i]->out[x] = f32_to_bits(D[16 * w + g + 8 * (r / 2)][8 * j + 2 * t + r % 2]);
+            }
+        }
+    });
+    memcpy(d, me->out, n / 2 * 4);
+}
+
+// ---- the scheduler ----------------------------------------------------------------------------
+
+namespace {
+
+// A lane's exit: it no longer counts at barriers (a block barrier its group already waits at may now
+// complete); warp-wide instructions need every lane, so one waiting for an exited lane is an error.
+void lane_exit(BlockState* b, Lane* me) {
+    size_t pending = me->open.size();
+    for (const auto& g : me->committed) pending += g.size();
+    if (pending) fail(format("exited with %zu cp.async copies never waited for", pending).c_str());
+    me->state = Lane::Done;
+    const Scope scopes[3] = {Scope::Warp, Scope::Warpgroup, Scope::Block};
+    for (Scope s : scopes) {
+        Group& g = group_of(b, s, me->linear);
+        --g.live;
+        if (g.arrived > 0 && g.arrived == g.live) {
+            if (s != Scope::Block) fail(format("exited while its %s waits at %s", scope_name(s), g.tag).c_str());
+            complete(b, g);
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" void rl_emu_lane_main(Lane* me) {
+    BlockState* b = current.block;
+    b->launch->entry->call(b->launch->params);
+    lane_exit(b, me);
+    switch_to_scheduler(b, me);
+    abort();
+}
+
+namespace {
+
+#if !defined(__x86_64__)
+void lane_entry_ucontext(unsigned lo, unsigned hi) {
+    rl_emu_lane_main(reinterpret_cast<Lane*>((uintptr_t)hi << 32 | lo));
+}
+#endif
+
+struct Worker {
+    std::vector<Lane> lanes;
+    char* stacks = nullptr;
+    size_t stacks_bytes = 0;
+    unsigned char* smem = nullptr;
+    size_t smem_bytes = 0;
+
+    explicit Worker(int n, size_t smem_size) : lanes(n) {
+        const size_t per = STACK_BYTES + PAGE;
+        stacks_bytes = per * n;
+        stacks = static_cast<char*>(mmap(nullptr, stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+        if (stacks == MAP_FAILED) {
+            stacks = nullptr;
+            return;
+        }
+        for (int i = 0; i < n; ++i) {
+            mprotect(stacks + i * per, PAGE, PROT_NONE);  // guard page below each stack
+            lanes[i].stack = stacks + i * per + PAGE;
+        }
+        smem_bytes = smem_size;
+        smem = static_cast<unsigned char*>(aligned_alloc(128, (smem_size + 127) / 128 * 128 + 128));
+    }
+    ~Worker() {
+        if (stacks) munmap(stacks, stacks_bytes);
+        free(smem);
+    }
+
+    void init_lane(Lane& l, const dim3& block, int i) {
+        l.linear = i;
+        l.idx = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
+        l.state = Lane::Runnable;
+        l.open.clear();
+        l.committed.clear();
+        l.wgmma_fenced = false;
+#if defined(__x86_64__)
+        // Initial frame for rl_emu_switch: six saved registers (r12 = the lane) then the trampoline as the
+        // return address; the trampoline's call then sees the ABI's 16-byte stack alignment.
+        uintptr_t top = (uintptr_t)(l.stack + STACK_BYTES) & ~(uintptr_t)15;
+        auto* sp = reinterpret_cast<uint64_t*>(top - 72);
+        memset(sp, 0, 72);
+        sp[3] = (uint64_t)(uintptr_t)&l;                   // r12
+        sp[6] = (uint64_t)(uintptr_t)&rl_emu_trampoline;  // return address
+        l.sp = sp;
+#else
+        getcontext(&l.uc);
+        l.uc.uc_stack.ss_sp = l.stack;
+        l.uc.uc_stack.ss_size = STACK_BYTES;
+        l.uc.uc_link = nullptr;
+        const uintptr_t p = (uintptr_t)&l;
+        makecontext(&l.uc, (void (*)())lane_entry_ucontext, 2, (unsigned)p, (unsigned)(p >> 32));
+#endif
+    }
+
+    // Runs one block to the end; false (with the error recorded in the launch) if it failed.
+    bool run_block(Launch& L, size_t linear_block) {
+        const dim3& g = L.grid;
+        const int n = L.block.x * L.block.y * L.block.z;
+        BlockState b;
+        b.launch = &L;
+        b.idx = uint3{(unsigned)(linear_block % g.x), (unsigned)(linear_block / g.x % g.y),
+                 (unsigned)(linear_block / ((size_t)g.x * g.y))};
+        b.lanes = lanes.data();
+        b.n = n;
+        b.smem = smem;
+        memset(smem, 0xff, smem_bytes);  // NaN in every 16- and 32-bit view: reads before writes show
+        for (int w = 0; w * 32 < n; ++w) b.warps.push_back({0, std::min(32, n - 32 * w), 32 * w, std::min(32, n - 32 * w)});
+        for (int w = 0; w * 128 < n; ++w)
+            b.warpgroups.push_back({0, std::min(128, n - 128 * w), 128 * w, std::min(128, n - 128 * w)});
+        b.block = {0, n, 0, n};
+        for (int i = 0; i < n; ++i) init_lane(lanes[i], L.block, i);
+
+        current = Current{};
+        current.block = &b;
+        current.block_idx = b.idx;
+        current.block_dim = {L.block.x, L.block.y, L.block.z};
+        current.grid_dim = {L.grid.x, L.grid.y, L.grid.z};
+        for (;;) {
+            bool ran = false, all_done = true;
+            for (int k = 0; k < n && !b.failed; ++k) {
+                Lane& l = lanes[L.reverse ? n - 1 - k : k];
+                if (l.state == Lane::Runnable) {
+                    ran = true;
+                    switch_to_lane(&b, &l);
+                }
+                if (l.state != Lane::Done) all_done = false;
+            }
+            if (b.failed || all_done) break;
+            if (!ran) {
+                std::string waits;
+                for (int i = 0; i < n && waits.size() < 200; ++i)
+                    if (lanes[i].state == Lane::Waiting)
+                        waits += format(" %d@%s", i, group_of(&b, Scope::Block, i).arrived ? "__syncthreads" : "a warp op");
+                b.failed = true;
+                b.error = format("kernel `%s` block (%u,%u,%u): deadlock, every live thread waits:%s", L.entry->name,
+                                 b.idx.x, b.idx.y, b.idx.z, waits.c_str());
+            }
+        }
+        current = Current{};
+        if (b.failed) {
+            std::lock_guard<std::mutex> lock(L.error_lock);
+            if (!L.failed.exchange(true)) L.error = b.error;
+            return false;
+        }
+        return true;
+    }
+};
+
+const KernelEntry* find_entry(const char* name) {
+    using Table = const KernelEntry* (*)(size_t*);
+    const Table tables[] = {rl_emu_entries_layers, rl_emu_entries_gemv, rl_emu_entries_attention_decode,
+                            rl_emu_entries_attention_prefill};
+    for (Table t : tables) {
+        size_t n = 0;
+        const KernelEntry* e = t(&n);
+        for (size_t i = 0; i < n; ++i)
+            if (!strcmp(e[i].name, name)) return &e[i];
+    }
+    return nullptr;
+}
+
+// A fault inside an emulated kernel (an out-of-range global address, a guard page) names the kernel,
+// block and thread before the process dies.
+void on_fault(int sig, siginfo_t* info, void*) {
+    char buf[400];
+    const std::string w = where();
+    const int len = snprintf(buf, sizeof buf, "rooflab emulator: %s: %s at address %p\n", w.c_str(),
+                             sig == SIGSEGV ? "SIGSEGV" : "SIGBUS", info->si_addr);
+    if (write(2, buf, len > 0 ? (size_t)len : 0) < 0) {
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void install_fault_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa = {};
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigaction(SIGSEGV, &sa, nullptr);
+        sigaction(SIGBUS, &sa, nullptr);
+    });
+}
+
+// Each worker thread gets an alternate signal stack so the handler runs even after a fiber stack overflow.
+struct AltStack {
+    std::vector<char> mem = std::vector<char>(64 * 1024);
+    AltStack() {
+        stack_t ss = {};
+        ss.ss_sp = mem.data();
+        ss.ss_size = mem.size();
+        sigaltstack(&ss, nullptr);
+    }
+    ~AltStack() {
+        stack_t ss = {};
+        ss.ss_flags = SS_DISABLE;
+        sigaltstack(&ss, nullptr);
+    }
+};
+
+}  // namespace
+}  // namespace rl_emu
+
+using namespace rl_emu;
+
+// Runs kernel `name` over the grid; 0 on success, else -1 with a one-line message in err.
+extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t smem,
+                             const void* params, size_t params_size, char* err, size_t err_len) {
+    auto error = [&](const std::string& msg) {
+        snprintf(err, err_len, "%s", msg.c_str());
+        return -1;
+    };
+    const KernelEntry* entry = find_entry(name);
+    if (!entry) return error(format("no kernel `%s` in the emulator", name));
+    if (params_size != entry->param_size)
+        return error(format("kernel `%s` takes %zu parameter bytes, given %zu", name, entry->param_size, params_size));
+    const size_t threads = (size_t)block[0] * block[1] * block[2];
+    if (threads == 0 || threads > MAX_THREADS)
+        return error(format("kernel `%s`: %zu threads per block (1 to 1024)", name, threads));
+    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535)
+        return error(format("kernel `%s`: grid (%u,%u,%u) out of range", name, grid[0], grid[1], grid[2]));
+    if (smem > MAX_DYNAMIC_SHARED)
+        return error(format("kernel `%s`: %zu bytes of dynamic shared memory (at most %zu)", name, smem, MAX_DYNAMIC_SHARED));
+    install_fault_handler();
+
+    Launch L;
+    L.entry = entry;
+    L.grid = {grid[0], grid[1], grid[2]};
+    L.block = {block[0], block[1], block[2]};
+    L.smem = smem;
+    L.params = params;
+    const char* rev = getenv("ROOFLAB_EMU_REVERSE");
+    L.reverse = rev && !strcmp(rev, "1");
+    const size_t blocks = (size_t)grid[0] * grid[1] * grid[2];
+    unsigned workers = std::max(1u, std::thread::hardware_concurrency());
+    if (const char* t = getenv("ROOFLAB_EMU_THREADS")) workers = std::max(1, atoi(t));
+    workers = (unsigned)std::min<size_t>(workers, blocks);
+
+    auto work = [&] {
+        AltStack alt;
+        Worker w((int)threads, smem);
+        if (!w.stacks || !w.smem) {
+            std::lock_guard<std::mutex> lock(L.error_lock);
+            if (!L.failed.exchange(true)) L.error = "out of host memory for the emulated threads' stacks";
+            return;
+        }
+        for (;;) {
+            if (L.failed) return;
+            const size_t b = L.next_block++;
+            if (b >= blocks || !w.run_block(L, b)) return;
+        }
+    };
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < workers; ++i) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (L.failed) return error(L.error);
+    return 0;
+}
+
+// Parameter size of kernel `name`, or 0 if the emulator does not have it.
+extern "C" size_t rl_emu_param_size(const char* name) {
+    const KernelEntry* e = find_entry(name);
+    return e ? e->param_size : 0;
+}
+
+// Host memory for kernel operands: `bytes` (rounded up to 16) ending exactly at an inaccessible page, with
+// one before it too, so a kernel that runs off either end faults at once (and on_fault names it).
+// Returns the data pointer; *base and *map_len are what rl_emu_free_guarded needs.
+extern "C" void* rl_emu_alloc_guarded(size_t bytes, void** base, size_t* map_len) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t rounded = std::max<size_t>(16, (bytes + 15) / 16 * 16);
+    const size_t data_pages = (rounded + page - 1) / page;
+    const size_t total = (data_pages + 2) * page;
+    void* m = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    char* c = static_cast<char*>(m);
+    mprotect(c, page, PROT_NONE);
+    mprotect(c + (data_pages + 1) * page, page, PROT_NONE);
+    *base = m;
+    *map_len = total;
+    char* data = c + (data_pages + 1) * page - rounded;
+    memset(data, 0xff, rounded);  // the slack past `bytes` reads as NaN
+    return data;
+}
+
+extern "C" void rl_emu_free_guarded(void* base, size_t map_len) { munmap(base, map_len); }
