@@ -1,10 +1,16 @@
 //! The CUDA layer: NoGpu without a driver, graph capture and replay, event timing, memory checks.
 
-use rooflab::cuda::{driver_present, measure_copy_bandwidth, time_kernel, CapturedGraph, GpuContext, MemoryLedger};
+use rooflab::cuda::{
+    driver_present, measure_copy_bandwidth, time_kernel, Blas, CapturedGraph, GpuContext, MemoryLedger,
+};
 use rooflab::kernels::layers;
 use rooflab::Error;
 
-use crate::common::{gpu, span};
+use rooflab::reference as r;
+use rooflab::sample::Rng;
+
+use crate::common::{assert_close, bf16_round, gpu, randn, span, to_bf16};
+use crate::gemv::GEMM_SHAPES;
 
 /// Runs on every machine: without a driver the answer is `Error::NoGpu`, never a panic.
 #[test]
@@ -69,4 +75,33 @@ fn the_ledger_refuses_what_does_not_fit_by_name() {
     let buf = ledger.alloc_zeros::<f32>("test", "a small buffer", 1000).unwrap();
     assert_eq!(buf.len(), 1000);
     assert_eq!(ledger.allocated("test"), 4000);
+}
+
+/// cuBLAS (the vendor path of the model's GEMMs) against the CPU matmul.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cublas_gemm_matches_reference_when_available() {
+    let g = gpu();
+    let blas = match Blas::try_new(&g.ctx) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("SKIPPED: cuBLAS unavailable ({why}); the model falls back to the tiled GEMM");
+            return;
+        }
+    };
+    let mut rng = Rng::new(13);
+    for &(m, n, k) in &GEMM_SHAPES {
+        let w = bf16_round(&randn(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
+        let x = bf16_round(&randn(&mut rng, m * k, 1.0));
+        let bias = randn(&mut rng, m * n, 1.0);
+        let (d_w, d_x) = (g.upload(&to_bf16(&w)), g.upload(&to_bf16(&x)));
+        let want = r::matmul_nt(&x, m, &w, n, k);
+        let y = g.poisoned(m * n);
+        blas.gemm_bf16(span(&d_w), span(&d_x), span(&y), m, n, k, false).unwrap();
+        assert_close(&format!("cuBLAS gemm {m}x{n}x{k}"), &g.download(&y), &want, 1e-3);
+        let y = g.upload(&bias);
+        blas.gemm_bf16(span(&d_w), span(&d_x), span(&y), m, n, k, true).unwrap();
+        let want_acc: Vec<f32> = want.iter().zip(&bias).map(|(a, b)| a + b).collect();
+        assert_close(&format!("cuBLAS gemm accumulate {m}x{n}x{k}"), &g.download(&y), &want_acc, 1e-3);
+    }
 }

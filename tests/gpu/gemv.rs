@@ -1,20 +1,16 @@
-//! gemv.cu (and cuBLAS through cudarc) against the CPU matmul, on bf16 weights: every variant, with
+//! gemv.cu against the CPU matmul (cuBLAS: tests/gpu/cuda.rs), on bf16 weights: every variant, with
 //! and without accumulation, on shapes with k a multiple of 8 (16-byte path) and not (scalar path).
 
-use rooflab::cuda::Blas;
 use rooflab::kernels::gemv::{gemm_tiled, gemv, gemv_bf16x, GemvKernel};
 use rooflab::reference as r;
 use rooflab::sample::Rng;
 
-use crate::common::{assert_close, bf16_round, gpu, randn, span, to_bf16};
+use crate::common::{assert_close, bf16_round, randn, span, to_bf16, Gpu};
 
 const GEMV_SHAPES: [(usize, usize); 9] =
     [(1, 8), (7, 17), (33, 64), (576, 576), (1536, 576), (130, 1000), (100, 100), (4096, 4096), (49152, 576)];
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn gemv_variants_match_reference() {
-    let g = gpu();
+pub fn gemv_variants_match_reference(g: &Gpu) {
     let mut rng = Rng::new(11);
     for &(n, k) in &GEMV_SHAPES {
         let w = bf16_round(&randn(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
@@ -42,13 +38,10 @@ fn gemv_variants_match_reference() {
     }
 }
 
-const GEMM_SHAPES: [(usize, usize, usize); 7] =
+pub const GEMM_SHAPES: [(usize, usize, usize); 7] =
     [(2, 3, 5), (17, 65, 130), (64, 64, 64), (100, 576, 576), (130, 1536, 576), (5, 49, 4096), (37, 1000, 100)];
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn tiled_gemm_matches_reference() {
-    let g = gpu();
+pub fn tiled_gemm_matches_reference(g: &Gpu) {
     let mut rng = Rng::new(12);
     for &(m, n, k) in &GEMM_SHAPES {
         let w = bf16_round(&randn(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
@@ -66,38 +59,7 @@ fn tiled_gemm_matches_reference() {
     }
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn cublas_gemm_matches_reference_when_available() {
-    let g = gpu();
-    let blas = match Blas::try_new(&g.ctx) {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("SKIPPED: cuBLAS unavailable ({why}); the model falls back to the tiled GEMM");
-            return;
-        }
-    };
-    let mut rng = Rng::new(13);
-    for &(m, n, k) in &GEMM_SHAPES {
-        let w = bf16_round(&randn(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
-        let x = bf16_round(&randn(&mut rng, m * k, 1.0));
-        let bias = randn(&mut rng, m * n, 1.0);
-        let (d_w, d_x) = (g.upload(&to_bf16(&w)), g.upload(&to_bf16(&x)));
-        let want = r::matmul_nt(&x, m, &w, n, k);
-        let y = g.poisoned(m * n);
-        blas.gemm_bf16(span(&d_w), span(&d_x), span(&y), m, n, k, false).unwrap();
-        assert_close(&format!("cuBLAS gemm {m}x{n}x{k}"), &g.download(&y), &want, 1e-3);
-        let y = g.upload(&bias);
-        blas.gemm_bf16(span(&d_w), span(&d_x), span(&y), m, n, k, true).unwrap();
-        let want_acc: Vec<f32> = want.iter().zip(&bias).map(|(a, b)| a + b).collect();
-        assert_close(&format!("cuBLAS gemm accumulate {m}x{n}x{k}"), &g.download(&y), &want_acc, 1e-3);
-    }
-}
-
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn shape_errors_are_reported_before_launch() {
-    let g = gpu();
+pub fn shape_errors_are_reported_before_launch(g: &Gpu) {
     let w = g.upload(&to_bf16(&[0.5; 64]));
     let x = g.upload(&[1.0f32; 8]);
     let y = g.poisoned(8);

@@ -7,12 +7,9 @@ use rooflab::model::LlamaConfig;
 use rooflab::reference as r;
 use rooflab::sample::Rng;
 
-use crate::common::{assert_close, bf16_round, gpu, randn, span, to_bf16};
+use crate::common::{assert_close, bf16_round, randn, span, to_bf16, Gpu};
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn embedding_rows_match_the_table_and_bad_ids_give_nan() {
-    let g = gpu();
+pub fn embedding_rows_match_the_table_and_bad_ids_give_nan(g: &Gpu) {
     let mut rng = Rng::new(1);
     for &(vocab, hidden) in &[(37, 96), (1000, 576), (5, 130), (3, 1)] {
         let table = bf16_round(&randn(&mut rng, vocab * hidden, 0.5));
@@ -32,10 +29,7 @@ fn embedding_rows_match_the_table_and_bad_ids_give_nan() {
     }
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn rmsnorm_matches_reference_and_works_in_place() {
-    let g = gpu();
+pub fn rmsnorm_matches_reference_and_works_in_place(g: &Gpu) {
     let mut rng = Rng::new(2);
     for &(rows, hidden) in &[(1, 64), (5, 576), (33, 1000), (3, 4096), (2, 7)] {
         let x = randn(&mut rng, rows * hidden, 2.0);
@@ -59,10 +53,7 @@ fn rope_config(head_dim: usize) -> LlamaConfig {
     LlamaConfig::from_json(&json).unwrap()
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn rope_rotates_q_and_k_like_the_reference() {
-    let g = gpu();
+pub fn rope_rotates_q_and_k_like_the_reference(g: &Gpu) {
     let mut rng = Rng::new(3);
     let table_len = 5000;
     for &(heads, kv_heads, head_dim) in &[(4, 4, 64), (9, 3, 64), (32, 8, 128), (2, 1, 6)] {
@@ -95,10 +86,7 @@ fn rope_rotates_q_and_k_like_the_reference() {
     }
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn elementwise_kernels_match_reference() {
-    let g = gpu();
+pub fn elementwise_kernels_match_reference(g: &Gpu) {
     let mut rng = Rng::new(4);
     for n in [1usize, 1000, 100_003, 3 * 8192] {
         let gate = randn(&mut rng, n, 3.0);
@@ -128,10 +116,7 @@ fn elementwise_kernels_match_reference() {
     }
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn kv_append_writes_only_the_given_rows() {
-    let g = gpu();
+pub fn kv_append_writes_only_the_given_rows(g: &Gpu) {
     let mut rng = Rng::new(5);
     let cache_len = 50;
     for kv_dim in [64usize, 192, 1024, 6] {

@@ -12,8 +12,6 @@ use rooflab::model::random::{write_random_checkpoint, LlamaShape};
 use rooflab::model::{CausalLm, DType, Logits};
 use rooflab::Error;
 
-use crate::common::{argmax, max_rel_diff};
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rooflab-gpu-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -217,4 +215,14 @@ fn a_machine_without_a_gpu_gets_no_gpu() {
     let dir = checkpoint("nogpu", SHAPES[0]);
     let err = GpuModel::load(&dir, GpuOptions::default()).err().expect("no GPU here");
     assert!(matches!(err, Error::NoGpu(_)), "{err}");
+}
+
+/// max |a - b| / max |b|: the relative logit error the model tests bound.
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
 }

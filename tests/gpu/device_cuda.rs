@@ -1,0 +1,53 @@
+//! The device of tests/gpu.rs: GPU 0 with every kernel loaded.
+
+use half::bf16;
+use rooflab::cuda::{CudaSlice, DevSpan, DeviceRepr, GpuContext};
+use rooflab::kernels::Kernels;
+
+/// A buffer the kernels read and write.
+pub type DevBuf<T> = CudaSlice<T>;
+
+pub struct Gpu {
+    pub ctx: GpuContext,
+    pub kernels: Kernels,
+}
+
+/// GPU 0 with every kernel loaded; panics (these tests are only run where a GPU is expected).
+pub fn gpu() -> Gpu {
+    let ctx = GpuContext::new(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"));
+    let kernels = Kernels::load(&ctx).unwrap_or_else(|e| panic!("loading the kernels: {e}"));
+    Gpu { ctx, kernels }
+}
+
+impl Gpu {
+    /// Shapes the tests may shrink on the emulator run at full size here.
+    pub const EMULATED: bool = false;
+
+    pub fn sm_count(&self) -> u32 {
+        self.ctx.sm_count()
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> DevBuf<T> {
+        self.ctx.stream().clone_htod(host).expect("upload")
+    }
+
+    /// A device buffer of `len` NaNs.
+    pub fn poisoned(&self, len: usize) -> DevBuf<f32> {
+        self.upload(&vec![f32::NAN; len.max(1)])
+    }
+
+    pub fn poisoned_bf16(&self, len: usize) -> DevBuf<bf16> {
+        self.upload(&vec![bf16::NAN; len.max(1)])
+    }
+
+    /// The buffer's contents after all queued work (checks for asynchronous errors too).
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, buf: &DevBuf<T>) -> Vec<T> {
+        let host = self.ctx.stream().clone_dtoh(buf).expect("download");
+        self.ctx.synchronize().expect("synchronize after download");
+        host
+    }
+}
+
+pub fn span<T>(buf: &DevBuf<T>) -> DevSpan<'_, T> {
+    DevSpan::of(buf)
+}
