@@ -24,6 +24,8 @@ mod gemv;
 mod layers;
 #[path = "gpu/model.rs"]
 mod model;
+#[path = "gpu/model_check.rs"]
+mod model_check;
 
 /// The shared kernel tests (tests/gpu/kernel_tests.rs), on GPU 0.
 macro_rules! kernel_tests {

@@ -147,6 +147,13 @@ impl<T: Copy> HostBuffer<T> {
         self.len == 0
     }
 
+    /// Overwrites the first `values.len()` elements (what a host-to-device copy does on the GPU).
+    pub fn write(&mut self, values: &[T]) {
+        assert!(values.len() <= self.len, "writing {} values into a buffer of {}", values.len(), self.len);
+        // SAFETY: `len` writable values at `data`, owned by self and borrowed mutably.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.data.as_ptr(), values.len()) };
+    }
+
     /// The values now (after the launches that wrote them: emulated launches are synchronous).
     pub fn to_vec(&self) -> Vec<T> {
         // SAFETY: `len` initialised values at `data`, owned by self.

@@ -7,18 +7,24 @@
 //! else the tiled GEMM kernel, and the prefill attention kernel. `device_name()` says which.
 
 mod buffers;
+#[cfg(feature = "emu")]
+mod emulated;
 mod forward;
 mod weights;
+
+#[cfg(feature = "emu")]
+pub use emulated::EmulatedGpuModel;
 
 use std::path::Path;
 
 use cudarc::driver::CudaSlice;
 
 use self::buffers::{Activations, KvCache};
+use self::forward::{forward_chunks, ForwardDevice, ForwardSpans, Gemm, LayerSpans};
 use self::weights::GpuWeights;
 use super::weights::LlamaTensors;
-use super::{check_context, CausalLm, Checkpoint, DType, LlamaConfig, Logits};
-use crate::cuda::{measure_copy_bandwidth, Blas, CapturedGraph, GpuContext, MemoryLedger};
+use super::{CausalLm, Checkpoint, DType, LlamaConfig, Logits};
+use crate::cuda::{measure_copy_bandwidth, Blas, CapturedGraph, DevSpan, GpuContext, MemoryLedger};
 use crate::kernels::attention_decode::{DecodeShape, MAX_GQA_GROUP};
 use crate::kernels::{check_attention_heads, Kernels};
 use crate::{Error, Result};
@@ -212,7 +218,78 @@ impl GpuModel {
         &self.gpu
     }
 
-    /// Uploads the token ids, positions and lengths of a chunk to the step buffer.
+    /// The forward pass's view of this model's buffers.
+    fn spans(&self) -> Result<ForwardSpans<'_>> {
+        let (w, a) = (&self.weights, &self.acts);
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| LayerSpans {
+                attn_norm: DevSpan::of(&l.attn_norm),
+                q: DevSpan::of(&l.q),
+                k: DevSpan::of(&l.k),
+                v: DevSpan::of(&l.v),
+                o: DevSpan::of(&l.o),
+                mlp_norm: DevSpan::of(&l.mlp_norm),
+                gate: DevSpan::of(&l.gate),
+                up: DevSpan::of(&l.up),
+                down: DevSpan::of(&l.down),
+            })
+            .collect();
+        let gemm = match (&self.blas, &a.x_bf16) {
+            (Some(blas), Some(scratch)) => Gemm::Cublas(blas, DevSpan::of(scratch)),
+            _ => Gemm::Tiled,
+        };
+        Ok(ForwardSpans {
+            config: &self.config,
+            embed: DevSpan::of(&w.embed),
+            head: DevSpan::of(w.head()),
+            final_norm: DevSpan::of(&w.final_norm),
+            layers,
+            k_cache: DevSpan::of(&self.cache.k),
+            v_cache: DevSpan::of(&self.cache.v),
+            context: self.cache.context,
+            rope_cos: DevSpan::of(&self.rope_cos),
+            rope_sin: DevSpan::of(&self.rope_sin),
+            x: DevSpan::of(&a.x),
+            xn: DevSpan::of(&a.xn),
+            q: DevSpan::of(&a.q),
+            k: DevSpan::of(&a.k),
+            v: DevSpan::of(&a.v),
+            attn: DevSpan::of(&a.attn),
+            gate: DevSpan::of(&a.gate),
+            up: DevSpan::of(&a.up),
+            logits: DevSpan::of(&a.logits),
+            decode_partial_out: DevSpan::of(&a.decode_partial_out),
+            decode_partial_ml: DevSpan::of(&a.decode_partial_ml),
+            num_splits: a.num_splits,
+            step: a.step_spans()?,
+            gemm,
+        })
+    }
+}
+
+impl ForwardDevice for GpuModel {
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    fn chunk(&self) -> usize {
+        self.acts.chunk
+    }
+
+    fn context(&self) -> usize {
+        self.cache.context
+    }
+
+    fn cached(&self) -> usize {
+        self.cached
+    }
+
+    fn set_cached(&mut self, cached: usize) {
+        self.cached = cached;
+    }
+
     fn write_step(&mut self, tokens: &[u32], start: usize) -> Result<()> {
         let host = self.acts.step_layout.fill(tokens, start);
         self.gpu
@@ -221,28 +298,49 @@ impl GpuModel {
             .map_err(|e| Error::Cuda(format!("uploading the step buffer: {e}")))
     }
 
-    /// One token at position `pos`: replays the captured decode graph (capturing it the first
-    /// time), or queues the same launches eagerly when graphs are off.
-    fn decode_step(&mut self, token: u32, pos: usize) -> Result<Vec<f32>> {
-        self.write_step(&[token], pos)?;
-        if self.options.use_graphs {
-            if self.decode_graph.is_none() {
-                let graph = CapturedGraph::capture(&self.gpu, || {
-                    self.queue_layers(1)?;
-                    self.queue_last_logits(1)
-                })?;
-                self.decode_graph = Some(graph);
-            }
-            if let Some(graph) = &self.decode_graph {
-                graph.replay()?;
-            }
-        } else {
-            self.queue_layers(1)?;
-            self.queue_last_logits(1)?;
+    fn queue_layers(&mut self, n: usize) -> Result<()> {
+        forward::queue_layers(&self.kernels, &self.spans()?, n)
+    }
+
+    fn queue_last_logits(&mut self, n: usize) -> Result<()> {
+        forward::queue_last_logits(&self.kernels, &self.spans()?, n)
+    }
+
+    fn queue_logit_rows(&mut self, n: usize, r0: usize, r1: usize) -> Result<()> {
+        forward::queue_logit_rows(&self.kernels, &self.spans()?, n, r0, r1)
+    }
+
+    /// Replays the captured decode graph (capturing it the first time), or queues the same launches
+    /// eagerly when graphs are off.
+    fn decode_step(&mut self) -> Result<()> {
+        if !self.options.use_graphs {
+            let m = self.spans()?;
+            forward::queue_layers(&self.kernels, &m, 1)?;
+            return forward::queue_last_logits(&self.kernels, &m, 1);
         }
-        let mut out = Vec::with_capacity(self.config.vocab_size);
-        self.read_logits(1, &mut out)?;
-        Ok(out)
+        if self.decode_graph.is_none() {
+            let graph = CapturedGraph::capture(&self.gpu, || {
+                let m = self.spans()?;
+                forward::queue_layers(&self.kernels, &m, 1)?;
+                forward::queue_last_logits(&self.kernels, &m, 1)
+            })?;
+            self.decode_graph = Some(graph);
+        }
+        match &self.decode_graph {
+            Some(graph) => graph.replay(),
+            None => Ok(()),
+        }
+    }
+
+    fn read_logits(&mut self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let len = rows * self.config.vocab_size;
+        let start = out.len();
+        out.resize(start + len, 0.0);
+        self.gpu
+            .stream()
+            .memcpy_dtoh(&self.acts.logits.slice(0..len), &mut out[start..])
+            .map_err(|e| Error::Cuda(format!("copying logits to the host: {e}")))?;
+        self.gpu.synchronize()
     }
 }
 
@@ -268,44 +366,7 @@ impl CausalLm for GpuModel {
     }
 
     fn forward(&mut self, tokens: &[u32], start: usize, logits: Logits) -> Result<Vec<f32>> {
-        let vocab = self.config.vocab_size;
-        check_context(start, tokens.len(), self.cache.context)?;
-        if start > self.cached {
-            return Err(Error::Invalid(format!(
-                "forward at position {start}, but the cache holds only {} positions",
-                self.cached
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {vocab}")));
-        }
-        if tokens.is_empty() {
-            return Ok(vec![]);
-        }
-        if tokens.len() == 1 {
-            let out = self.decode_step(tokens[0], start)?;
-            self.cached = start + 1;
-            return Ok(out);
-        }
-        let chunk = self.acts.chunk;
-        let mut out = Vec::with_capacity(vocab * if logits == Logits::All { tokens.len() } else { 1 });
-        for (i, piece) in tokens.chunks(chunk).enumerate() {
-            let pos = start + i * chunk;
-            let n = piece.len();
-            self.write_step(piece, pos)?;
-            self.queue_layers(n)?;
-            // Later chunks attend to this one: the cache now holds it.
-            self.cached = pos + n;
-            match logits {
-                Logits::All => self.all_logits(n, &mut out)?,
-                Logits::Last if pos + n == start + tokens.len() => {
-                    self.queue_last_logits(n)?;
-                    self.read_logits(1, &mut out)?;
-                }
-                Logits::Last => {}
-            }
-        }
-        Ok(out)
+        forward_chunks(self, tokens, start, logits)
     }
 
     fn device_name(&self) -> String {

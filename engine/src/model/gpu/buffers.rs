@@ -18,7 +18,6 @@ pub(super) struct KvCache {
     pub k: CudaSlice<bf16>,
     pub v: CudaSlice<bf16>,
     pub context: usize,
-    pub kv_dim: usize,
 }
 
 impl KvCache {
@@ -28,14 +27,7 @@ impl KvCache {
             k: ledger.alloc_zeros("kv cache", "key cache", len)?,
             v: ledger.alloc_zeros("kv cache", "value cache", len)?,
             context,
-            kv_dim: c.kv_dim(),
         })
-    }
-
-    /// Layer `i`'s (key, value) caches, `[context][kv_dim]` each.
-    pub fn layer(&self, i: usize) -> Result<(DevSpan<'_, bf16>, DevSpan<'_, bf16>)> {
-        let rows = i * self.context..(i + 1) * self.context;
-        Ok((DevSpan::of(&self.k).rows(rows.clone(), self.kv_dim)?, DevSpan::of(&self.v).rows(rows, self.kv_dim)?))
     }
 
     pub fn bytes(c: &LlamaConfig, context: usize) -> usize {

@@ -1,183 +1,301 @@
-//! The Llama forward pass as a sequence of kernel launches on the model's stream. Everything that
-//! changes from one decode step to the next is read from the step buffer, so `queue_layers(1)`
-//! followed by `queue_last_logits(1)` is exactly what the decode CUDA graph captures.
+//! The Llama forward pass as a sequence of kernel launches, written once for every device that runs
+//! the kernels: the GPU ([`super::GpuModel`]) and, in tests, the CPU emulator
+//! (`super::emulated::EmulatedGpuModel`). Both hand it a [`ForwardSpans`] view of their buffers and a
+//! [`Launcher`]; everything that changes from one decode step to the next is read from the step
+//! buffer, so `queue_layers(.., 1)` then `queue_last_logits(.., 1)` is exactly what the decode CUDA
+//! graph captures. [`forward_chunks`] is the prefill/decode loop on top, over [`ForwardDevice`].
 
-use cudarc::driver::CudaSlice;
 use half::bf16;
 
-use super::buffers::LOGIT_ROWS;
-use super::GpuModel;
-use crate::cuda::DevSpan;
+use super::buffers::{StepSpans, LOGIT_ROWS};
+use crate::cuda::{Blas, DevSpan};
 use crate::kernels::attention_decode::{attention_decode, DecodeScratch, DecodeShape};
 use crate::kernels::attention_prefill::{self as prefill, KvLayout, Operand, PrefillIo, PrefillShape};
 use crate::kernels::gemv::{gemm_tiled, gemv, GemvKernel};
 use crate::kernels::layers::{self, RopeShape};
-use crate::Result;
+use crate::kernels::Launcher;
+use crate::model::{check_context, LlamaConfig, Logits};
+use crate::{Error, Result};
+
+/// One decoder layer's weights.
+pub(super) struct LayerSpans<'a> {
+    pub attn_norm: DevSpan<'a, f32>,
+    pub q: DevSpan<'a, bf16>,
+    pub k: DevSpan<'a, bf16>,
+    pub v: DevSpan<'a, bf16>,
+    pub o: DevSpan<'a, bf16>,
+    pub mlp_norm: DevSpan<'a, f32>,
+    pub gate: DevSpan<'a, bf16>,
+    pub up: DevSpan<'a, bf16>,
+    pub down: DevSpan<'a, bf16>,
+}
+
+/// How products of several rows run: cuBLAS on a bf16 copy of the input (the scratch), or the tiled
+/// GEMM kernel on the f32 input.
+pub(super) enum Gemm<'a> {
+    Cublas(&'a Blas, DevSpan<'a, bf16>),
+    Tiled,
+}
+
+/// Every buffer the forward pass reads or writes, as spans (whole buffers; the pass takes the rows
+/// it needs). Activations hold `chunk` rows; the KV caches are `[layer][context][kv_dim]`.
+pub(super) struct ForwardSpans<'a> {
+    pub config: &'a LlamaConfig,
+    pub embed: DevSpan<'a, bf16>,
+    /// The output head (the embedding table when tied).
+    pub head: DevSpan<'a, bf16>,
+    pub final_norm: DevSpan<'a, f32>,
+    pub layers: Vec<LayerSpans<'a>>,
+    pub k_cache: DevSpan<'a, bf16>,
+    pub v_cache: DevSpan<'a, bf16>,
+    pub context: usize,
+    pub rope_cos: DevSpan<'a, f32>,
+    pub rope_sin: DevSpan<'a, f32>,
+    pub x: DevSpan<'a, f32>,
+    pub xn: DevSpan<'a, f32>,
+    pub q: DevSpan<'a, f32>,
+    pub k: DevSpan<'a, f32>,
+    pub v: DevSpan<'a, f32>,
+    pub attn: DevSpan<'a, f32>,
+    pub gate: DevSpan<'a, f32>,
+    pub up: DevSpan<'a, f32>,
+    /// `[min(LOGIT_ROWS, chunk)][vocab]`.
+    pub logits: DevSpan<'a, f32>,
+    pub decode_partial_out: DevSpan<'a, f32>,
+    pub decode_partial_ml: DevSpan<'a, f32>,
+    pub num_splits: usize,
+    pub step: StepSpans<'a>,
+    pub gemm: Gemm<'a>,
+}
 
 /// One matrix product of a projection: weight `[n][k]`, output `[rows][n]`, add into it or not.
-pub(super) struct Product<'a> {
-    pub w: &'a CudaSlice<bf16>,
-    pub y: DevSpan<'a, f32>,
-    pub n: usize,
-    pub accumulate: bool,
+struct Product<'a> {
+    w: DevSpan<'a, bf16>,
+    y: DevSpan<'a, f32>,
+    n: usize,
+    accumulate: bool,
 }
 
-/// The first `n` rows of a row-major activation buffer.
-fn rows(buf: &CudaSlice<f32>, n: usize, width: usize) -> Result<DevSpan<'_, f32>> {
-    DevSpan::of(buf).rows(0..n, width)
-}
-
-impl GpuModel {
-    /// `y = input · Wᵀ` for each product, `input` being `[rows][k]` f32: GEMV for one row, else
-    /// cuBLAS (on a bf16 copy of the input, made once) or the tiled GEMM.
-    pub(super) fn project(&self, input: DevSpan<f32>, rows: usize, k: usize, products: &[Product]) -> Result<()> {
-        let kern = &self.kernels;
-        if rows == 1 {
+/// `y = input · Wᵀ` for each product, `input` being `[rows][k]` f32: GEMV for one row, else cuBLAS
+/// (on a bf16 copy of the input, made once) or the tiled GEMM.
+fn project(
+    kern: &impl Launcher,
+    m: &ForwardSpans,
+    input: DevSpan<f32>,
+    rows: usize,
+    k: usize,
+    products: &[Product],
+) -> Result<()> {
+    if rows == 1 {
+        for p in products {
+            gemv(kern, GemvKernel::WarpPerRow, p.w, input, p.y, p.n, k, p.accumulate)?;
+        }
+        return Ok(());
+    }
+    match &m.gemm {
+        Gemm::Cublas(blas, scratch) => {
+            let x16 = scratch.slice(0..rows * k)?;
+            layers::cast_to_bf16(kern, input, x16, rows * k)?;
             for p in products {
-                gemv(kern, GemvKernel::WarpPerRow, DevSpan::of(p.w), input, p.y, p.n, k, p.accumulate)?;
+                blas.gemm_bf16(p.w, x16, p.y, rows, p.n, k, p.accumulate)?;
             }
-            return Ok(());
         }
-        match (&self.blas, &self.acts.x_bf16) {
-            (Some(blas), Some(scratch)) => {
-                let x16 = DevSpan::of(scratch).slice(0..rows * k)?;
-                layers::cast_to_bf16(kern, input, x16, rows * k)?;
-                for p in products {
-                    blas.gemm_bf16(DevSpan::of(p.w), x16, p.y, rows, p.n, k, p.accumulate)?;
+        Gemm::Tiled => {
+            for p in products {
+                gemm_tiled(kern, p.w, input, p.y, rows, p.n, k, p.accumulate)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queues embedding and every decoder layer for the `n` tokens described by the step buffer,
+/// leaving the final residual stream in `m.x`.
+pub(super) fn queue_layers(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> Result<()> {
+    let c = m.config;
+    let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let ctx = m.context;
+    let (x, xn, attn) = (m.x.rows(0..n, h)?, m.xn.rows(0..n, h)?, m.attn.rows(0..n, qd)?);
+    let (q, k, v) = (m.q.rows(0..n, qd)?, m.k.rows(0..n, kvd)?, m.v.rows(0..n, kvd)?);
+    let (gate, up) = (m.gate.rows(0..n, f)?, m.up.rows(0..n, f)?);
+    let step = &m.step;
+    let scale = 1.0 / (c.head_dim as f32).sqrt();
+    let rope_shape =
+        RopeShape { n_tokens: n, num_heads: c.num_heads, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+
+    layers::embedding(kern, m.embed, c.vocab_size, h, step.tokens, n, x)?;
+    for (i, l) in m.layers.iter().enumerate() {
+        layers::rmsnorm(kern, x, l.attn_norm, xn, n, h, c.rms_norm_eps)?;
+        let qkv = [
+            Product { w: l.q, y: q, n: qd, accumulate: false },
+            Product { w: l.k, y: k, n: kvd, accumulate: false },
+            Product { w: l.v, y: v, n: kvd, accumulate: false },
+        ];
+        project(kern, m, xn, n, h, &qkv)?;
+        layers::rope(kern, q, k, m.rope_cos, m.rope_sin, ctx, step.positions, rope_shape)?;
+        let layer_rows = i * ctx..(i + 1) * ctx;
+        let (k_cache, v_cache) = (m.k_cache.rows(layer_rows.clone(), kvd)?, m.v_cache.rows(layer_rows, kvd)?);
+        layers::kv_append(kern, k, v, k_cache, v_cache, ctx, step.positions, n, kvd)?;
+        if n == 1 {
+            let shape = DecodeShape {
+                batch: 1,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+                cache_len: ctx,
+                scale,
+            };
+            let scratch = DecodeScratch {
+                partial_out: m.decode_partial_out,
+                partial_ml: m.decode_partial_ml,
+                num_splits: m.num_splits,
+            };
+            attention_decode(kern, q, k_cache, v_cache, step.seq_len, attn, scratch, shape)?;
+        } else {
+            // The flash kernel reads the f32 queries and writes the f32 output itself (converted
+            // while staged / stored), against the bf16 cache; the chunk's queries sit at
+            // positions q_offset.. and see the cache up to themselves.
+            let io = PrefillIo {
+                q: Operand::F32(q),
+                k: Operand::Bf16(k_cache),
+                v: Operand::Bf16(v_cache),
+                out: Operand::F32(attn),
+                lse: None,
+                cu_seqlens_q: step.cu_seqlens_q,
+                q_offsets: Some(step.q_offset),
+                kv: KvLayout::Cache { seq_lens_k: step.seq_len, cache_len: ctx },
+            };
+            let shape = PrefillShape {
+                batch: 1,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+                total_q: n,
+                max_q_len: n,
+                max_kv_len: ctx,
+                causal: true,
+                scale,
+            };
+            prefill::flash(kern, &io, &shape)?;
+        }
+        project(kern, m, attn, n, qd, &[Product { w: l.o, y: x, n: h, accumulate: true }])?;
+
+        layers::rmsnorm(kern, x, l.mlp_norm, xn, n, h, c.rms_norm_eps)?;
+        let gate_up = [
+            Product { w: l.gate, y: gate, n: f, accumulate: false },
+            Product { w: l.up, y: up, n: f, accumulate: false },
+        ];
+        project(kern, m, xn, n, h, &gate_up)?;
+        layers::silu_mul(kern, gate, up, gate, n * f)?;
+        project(kern, m, gate, n, f, &[Product { w: l.down, y: x, n: h, accumulate: true }])?;
+    }
+    Ok(())
+}
+
+/// Queues the final norm and head for row `n - 1` of the residual stream into logits row 0.
+pub(super) fn queue_last_logits(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> Result<()> {
+    let c = m.config;
+    let h = c.hidden_size;
+    let (x, xn) = (m.x.rows(n - 1..n, h)?, m.xn.rows(n - 1..n, h)?);
+    layers::rmsnorm(kern, x, m.final_norm, xn, 1, h, c.rms_norm_eps)?;
+    let logits = m.logits.slice(0..c.vocab_size)?;
+    project(kern, m, xn, 1, h, &[Product { w: m.head, y: logits, n: c.vocab_size, accumulate: false }])
+}
+
+/// What [`forward_chunks`] needs from a device: its forward view and launcher, the step buffer and
+/// the logits buffer, and how it runs a decode step (the GPU replays a captured graph).
+pub(super) trait ForwardDevice {
+    fn config(&self) -> &LlamaConfig;
+    /// Rows of the activation buffers: the most tokens one pass takes.
+    fn chunk(&self) -> usize;
+    fn context(&self) -> usize;
+    /// Positions `0 .. cached` of the KV cache hold keys and values.
+    fn cached(&self) -> usize;
+    fn set_cached(&mut self, cached: usize);
+    /// Writes the token ids, positions and lengths of a chunk to the step buffer.
+    fn write_step(&mut self, tokens: &[u32], start: usize) -> Result<()>;
+    /// Queues `n` tokens through the layers ([`queue_layers`] on this device's spans).
+    fn queue_layers(&mut self, n: usize) -> Result<()>;
+    /// Queues the last row's logits ([`queue_last_logits`]).
+    fn queue_last_logits(&mut self, n: usize) -> Result<()>;
+    /// Queues the final norm of rows `0..n` and the head of rows `r0..r1` into logits rows `0..r1-r0`.
+    fn queue_logit_rows(&mut self, n: usize, r0: usize, r1: usize) -> Result<()>;
+    /// One token through the layers and the head (what the step buffer says); the GPU replays a graph.
+    fn decode_step(&mut self) -> Result<()> {
+        self.queue_layers(1)?;
+        self.queue_last_logits(1)
+    }
+    /// Appends the first `rows` rows of the logits buffer to `out`, after the queued work.
+    fn read_logits(&mut self, rows: usize, out: &mut Vec<f32>) -> Result<()>;
+}
+
+/// Queues the final norm of rows `0..n` (when `r0` is 0) and the head of rows `r0..r1`.
+pub(super) fn queue_logit_rows(kern: &impl Launcher, m: &ForwardSpans, n: usize, r0: usize, r1: usize) -> Result<()> {
+    let c = m.config;
+    let (h, vocab) = (c.hidden_size, c.vocab_size);
+    let xn = m.xn.rows(0..n, h)?;
+    if r0 == 0 {
+        layers::rmsnorm(kern, m.x.rows(0..n, h)?, m.final_norm, xn, n, h, c.rms_norm_eps)?;
+    }
+    let logits = m.logits.rows(0..r1 - r0, vocab)?;
+    let head = Product { w: m.head, y: logits, n: vocab, accumulate: false };
+    project(kern, m, xn.rows(r0..r1, h)?, r1 - r0, h, &[head])
+}
+
+/// The model's forward: `tokens` at positions `start ..` (the cache must hold `0 .. start`), in
+/// chunks of at most `chunk()` tokens (later chunks attend to earlier ones through the cache), one
+/// token as a decode step; the logits of the last token or of all of them.
+pub(super) fn forward_chunks(
+    d: &mut impl ForwardDevice,
+    tokens: &[u32],
+    start: usize,
+    logits: Logits,
+) -> Result<Vec<f32>> {
+    let vocab = d.config().vocab_size;
+    check_context(start, tokens.len(), d.context())?;
+    if start > d.cached() {
+        return Err(Error::Invalid(format!(
+            "forward at position {start}, but the cache holds only {} positions",
+            d.cached()
+        )));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary of {vocab}")));
+    }
+    if tokens.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut out = Vec::with_capacity(vocab * if logits == Logits::All { tokens.len() } else { 1 });
+    if tokens.len() == 1 {
+        d.write_step(tokens, start)?;
+        d.decode_step()?;
+        d.set_cached(start + 1);
+        d.read_logits(1, &mut out)?;
+        return Ok(out);
+    }
+    let chunk = d.chunk();
+    for (i, piece) in tokens.chunks(chunk).enumerate() {
+        let pos = start + i * chunk;
+        let n = piece.len();
+        d.write_step(piece, pos)?;
+        d.queue_layers(n)?;
+        // Later chunks attend to this one: the cache now holds it.
+        d.set_cached(pos + n);
+        match logits {
+            Logits::All => {
+                let rows = LOGIT_ROWS.min(chunk);
+                for r0 in (0..n).step_by(rows) {
+                    let r1 = (r0 + rows).min(n);
+                    d.queue_logit_rows(n, r0, r1)?;
+                    d.read_logits(r1 - r0, &mut out)?;
                 }
             }
-            _ => {
-                for p in products {
-                    gemm_tiled(kern, DevSpan::of(p.w), input, p.y, rows, p.n, k, p.accumulate)?;
-                }
+            Logits::Last if pos + n == start + tokens.len() => {
+                d.queue_last_logits(n)?;
+                d.read_logits(1, &mut out)?;
             }
+            Logits::Last => {}
         }
-        Ok(())
     }
-
-    /// Queues embedding and every decoder layer for the `n` tokens described by the step buffer,
-    /// leaving the final residual stream in `acts.x`.
-    pub(super) fn queue_layers(&self, n: usize) -> Result<()> {
-        let c = &self.config;
-        let kern = &self.kernels;
-        let a = &self.acts;
-        let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
-        let ctx = self.cache.context;
-        let (x, xn, attn) = (rows(&a.x, n, h)?, rows(&a.xn, n, h)?, rows(&a.attn, n, qd)?);
-        let (q, k, v) = (rows(&a.q, n, qd)?, rows(&a.k, n, kvd)?, rows(&a.v, n, kvd)?);
-        let (gate, up) = (rows(&a.gate, n, f)?, rows(&a.up, n, f)?);
-        let step = a.step_spans()?;
-        let (cos, sin) = (DevSpan::of(&self.rope_cos), DevSpan::of(&self.rope_sin));
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let rope_shape =
-            RopeShape { n_tokens: n, num_heads: c.num_heads, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim };
-
-        layers::embedding(kern, DevSpan::of(&self.weights.embed), c.vocab_size, h, step.tokens, n, x)?;
-        for (i, l) in self.weights.layers.iter().enumerate() {
-            layers::rmsnorm(kern, x, DevSpan::of(&l.attn_norm), xn, n, h, c.rms_norm_eps)?;
-            let qkv = [
-                Product { w: &l.q, y: q, n: qd, accumulate: false },
-                Product { w: &l.k, y: k, n: kvd, accumulate: false },
-                Product { w: &l.v, y: v, n: kvd, accumulate: false },
-            ];
-            self.project(xn, n, h, &qkv)?;
-            layers::rope(kern, q, k, cos, sin, ctx, step.positions, rope_shape)?;
-            let (k_cache, v_cache) = self.cache.layer(i)?;
-            layers::kv_append(kern, k, v, k_cache, v_cache, ctx, step.positions, n, kvd)?;
-            if n == 1 {
-                let shape = DecodeShape {
-                    batch: 1,
-                    num_heads: c.num_heads,
-                    num_kv_heads: c.num_kv_heads,
-                    head_dim: c.head_dim,
-                    cache_len: ctx,
-                    scale,
-                };
-                let scratch = DecodeScratch {
-                    partial_out: DevSpan::of(&a.decode_partial_out),
-                    partial_ml: DevSpan::of(&a.decode_partial_ml),
-                    num_splits: a.num_splits,
-                };
-                attention_decode(kern, q, k_cache, v_cache, step.seq_len, attn, scratch, shape)?;
-            } else {
-                // The flash kernel reads the f32 queries and writes the f32 output itself (converted
-                // while staged / stored), against the bf16 cache; the chunk's queries sit at
-                // positions q_offset.. and see the cache up to themselves.
-                let io = PrefillIo {
-                    q: Operand::F32(q),
-                    k: Operand::Bf16(k_cache),
-                    v: Operand::Bf16(v_cache),
-                    out: Operand::F32(attn),
-                    lse: None,
-                    cu_seqlens_q: step.cu_seqlens_q,
-                    q_offsets: Some(step.q_offset),
-                    kv: KvLayout::Cache { seq_lens_k: step.seq_len, cache_len: ctx },
-                };
-                let shape = PrefillShape {
-                    batch: 1,
-                    num_heads: c.num_heads,
-                    num_kv_heads: c.num_kv_heads,
-                    head_dim: c.head_dim,
-                    total_q: n,
-                    max_q_len: n,
-                    max_kv_len: ctx,
-                    causal: true,
-                    scale,
-                };
-                prefill::flash(kern, &io, &shape)?;
-            }
-            self.project(attn, n, qd, &[Product { w: &l.o, y: x, n: h, accumulate: true }])?;
-
-            layers::rmsnorm(kern, x, DevSpan::of(&l.mlp_norm), xn, n, h, c.rms_norm_eps)?;
-            let gate_up = [
-                Product { w: &l.gate, y: gate, n: f, accumulate: false },
-                Product { w: &l.up, y: up, n: f, accumulate: false },
-            ];
-            self.project(xn, n, h, &gate_up)?;
-            layers::silu_mul(kern, gate, up, gate, n * f)?;
-            self.project(gate, n, f, &[Product { w: &l.down, y: x, n: h, accumulate: true }])?;
-        }
-        Ok(())
-    }
-
-    /// Queues the final norm and head for row `n - 1` of the residual stream into logits row 0.
-    pub(super) fn queue_last_logits(&self, n: usize) -> Result<()> {
-        let c = &self.config;
-        let h = c.hidden_size;
-        let x = DevSpan::of(&self.acts.x).rows(n - 1..n, h)?;
-        let xn = DevSpan::of(&self.acts.xn).rows(n - 1..n, h)?;
-        layers::rmsnorm(&self.kernels, x, DevSpan::of(&self.weights.final_norm), xn, 1, h, c.rms_norm_eps)?;
-        let logits = DevSpan::of(&self.acts.logits).slice(0..c.vocab_size)?;
-        self.project(xn, 1, h, &[Product { w: self.weights.head(), y: logits, n: c.vocab_size, accumulate: false }])
-    }
-
-    /// Logits of all `n` rows of the residual stream, `LOGIT_ROWS` rows at a time, appended to `out`.
-    pub(super) fn all_logits(&self, n: usize, out: &mut Vec<f32>) -> Result<()> {
-        let c = &self.config;
-        let (h, vocab) = (c.hidden_size, c.vocab_size);
-        let x = DevSpan::of(&self.acts.x).rows(0..n, h)?;
-        let xn = DevSpan::of(&self.acts.xn).rows(0..n, h)?;
-        layers::rmsnorm(&self.kernels, x, DevSpan::of(&self.weights.final_norm), xn, n, h, c.rms_norm_eps)?;
-        let step = LOGIT_ROWS.min(self.acts.chunk);
-        for r0 in (0..n).step_by(step) {
-            let r1 = (r0 + step).min(n);
-            let logits = DevSpan::of(&self.acts.logits).rows(0..r1 - r0, vocab)?;
-            let head = Product { w: self.weights.head(), y: logits, n: vocab, accumulate: false };
-            self.project(xn.rows(r0..r1, h)?, r1 - r0, h, &[head])?;
-            self.read_logits(r1 - r0, out)?;
-        }
-        Ok(())
-    }
-
-    /// Copies the first `rows` rows of the logits buffer to the end of `out` (waits for the stream).
-    pub(super) fn read_logits(&self, rows: usize, out: &mut Vec<f32>) -> Result<()> {
-        let len = rows * self.config.vocab_size;
-        let start = out.len();
-        out.resize(start + len, 0.0);
-        self.gpu
-            .stream()
-            .memcpy_dtoh(&self.acts.logits.slice(0..len), &mut out[start..])
-            .map_err(|e| crate::Error::Cuda(format!("copying logits to the host: {e}")))?;
-        self.gpu.synchronize()
-    }
+    Ok(out)
 }
