@@ -47,3 +47,29 @@ fn the_gpu_forward_pass_matches_the_cpu_model_on_random_checkpoints() {
         }
     }
 }
+
+/// SmolLM2-135M-Instruct (when scripts/fetch-model has imported it) through the GPU forward pass on
+/// the emulator: the prompt's last logits within 1e-2 of the CPU model, and the same greedy
+/// continuation of "The capital of France is" for a few tokens.
+#[test]
+fn smollm2_through_the_gpu_forward_pass_matches_the_cpu_model_when_present() {
+    use rooflab::model::cpu::CpuModel;
+    use rooflab::model::gpu::EmulatedGpuModel;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct");
+    if !dir.join("config.json").exists() {
+        eprintln!("SKIPPED: {} not found (scripts/fetch-model)", dir.display());
+        return;
+    }
+    let tokenizer = rooflab::tokenizer::Tokenizer::load(&dir).unwrap();
+    let prompt = tokenizer.encode("The capital of France is", false).unwrap();
+    let mut cpu = CpuModel::load(&dir).unwrap();
+    let mut emu = EmulatedGpuModel::load(&dir, 64, 64).unwrap();
+    let (cpu_tokens, cpu_rows) = model_check::greedy(&mut cpu, &prompt, 3);
+    let (emu_tokens, emu_rows) = model_check::greedy(&mut emu, &prompt, 3);
+    for (i, (e, c)) in emu_rows.iter().zip(&cpu_rows).enumerate() {
+        let err = model_check::max_rel_diff(e, c);
+        assert!(err < 1e-2, "SmolLM2 step {i}: logits differ by {err}");
+    }
+    assert_eq!(emu_tokens, cpu_tokens);
+    eprintln!("SmolLM2 on the emulated GPU path: {:?}", tokenizer.decode(&emu_tokens, false).unwrap());
+}
