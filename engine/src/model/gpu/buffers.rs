@@ -47,6 +47,18 @@ impl StepLayout {
         2 * self.chunk + 4
     }
 
+    /// The fields of a step buffer `all` laid out this way.
+    pub fn spans<'a>(&self, all: DevSpan<'a, u32>) -> Result<StepSpans<'a>> {
+        let c = self.chunk;
+        Ok(StepSpans {
+            tokens: all.slice(0..c)?,
+            positions: all.slice(c..2 * c)?,
+            seq_len: all.slice(2 * c..2 * c + 1)?,
+            cu_seqlens_q: all.slice(2 * c + 1..2 * c + 3)?,
+            q_offset: all.slice(2 * c + 3..2 * c + 4)?,
+        })
+    }
+
     /// Host contents for `tokens` at positions `start ..`.
     pub fn fill(&self, tokens: &[u32], start: usize) -> Vec<u32> {
         let (n, c) = (tokens.len(), self.chunk);
@@ -156,15 +168,7 @@ impl Activations {
     }
 
     pub fn step_spans(&self) -> Result<StepSpans<'_>> {
-        let all = DevSpan::of(&self.step);
-        let c = self.step_layout.chunk;
-        Ok(StepSpans {
-            tokens: all.slice(0..c)?,
-            positions: all.slice(c..2 * c)?,
-            seq_len: all.slice(2 * c..2 * c + 1)?,
-            cu_seqlens_q: all.slice(2 * c + 1..2 * c + 3)?,
-            q_offset: all.slice(2 * c + 3..2 * c + 4)?,
-        })
+        self.step_layout.spans(DevSpan::of(&self.step))
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use half::bf16;
 
-use super::buffers::{StepLayout, StepSpans, LOGIT_ROWS};
+use super::buffers::{StepLayout, LOGIT_ROWS};
 use super::forward::{self, forward_chunks, ForwardDevice, ForwardSpans, Gemm, LayerSpans};
 use super::{check_supported, weights};
 use crate::emu::{Emulator, HostBuffer};
@@ -135,15 +135,7 @@ impl EmulatedGpuModel {
 
     fn spans(&self) -> Result<ForwardSpans<'_>> {
         let a: Vec<_> = self.acts.iter().map(HostBuffer::span).collect();
-        let all = self.step.span();
-        let c = self.step_layout.chunk;
-        let step = StepSpans {
-            tokens: all.slice(0..c)?,
-            positions: all.slice(c..2 * c)?,
-            seq_len: all.slice(2 * c..2 * c + 1)?,
-            cu_seqlens_q: all.slice(2 * c + 1..2 * c + 3)?,
-            q_offset: all.slice(2 * c + 3..2 * c + 4)?,
-        };
+        let step = self.step_layout.spans(self.step.span())?;
         let layers = self
             .layers
             .iter()
