@@ -32,6 +32,15 @@ macro_rules! kernel_tests {
 
 include!("gpu/kernel_tests.rs");
 
+/// The attention kernels again with every block's threads scheduled last to first (a barrier missing
+/// between one thread's write and another's read often shows in one order only).
+#[test]
+fn attention_kernels_pass_with_each_blocks_threads_in_reverse_order() {
+    let g = device::gpu_reversed();
+    attention::decode_attention_matches_reference(&g);
+    attention::prefill_kernels_handle_varlen_batches_and_chunked_prefill(&g);
+}
+
 /// The GPU model's forward pass (engine/src/model/gpu/forward.rs, the same kernels) on the emulator
 /// against the CPU model: prompt logits within 1e-2, then greedy decoding, on random checkpoints of
 /// GQA 1, 3, 4 and 8, head_dim 64 and 128, tied and untied, with prefill in one chunk and in chunks of

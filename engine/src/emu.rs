@@ -33,6 +33,7 @@ extern "C" {
         smem: usize,
         params: *const c_void,
         params_size: usize,
+        reverse: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -49,11 +50,19 @@ const DEFAULT_SHARED_LIMIT: u32 = 48 << 10;
 pub struct Emulator {
     /// Raised dynamic shared memory limits, by entry.
     shared_limits: Mutex<HashMap<String, u32>>,
+    /// Run each block's threads last to first.
+    reverse: bool,
 }
 
 impl Emulator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An emulator that runs each block's threads in the other order: a barrier missing between one
+    /// thread's write and another's read often shows in one of the two orders only.
+    pub fn reversed() -> Self {
+        Emulator { reverse: true, ..Self::default() }
     }
 
     /// Parameter bytes of `entry` as the emulated kernel declares them; None if it has no such entry.
@@ -99,6 +108,7 @@ impl Launcher for Emulator {
                 config.shared_mem_bytes as usize,
                 (&params as *const P).cast(),
                 size_of::<P>(),
+                i32::from(self.reverse),
                 err.as_mut_ptr(),
                 err.len(),
             )

@@ -721,8 +721,9 @@ struct AltStack {
 using namespace rl_emu;
 
 // Runs kernel `name` over the grid; 0 on success, else -1 with a one-line message in err.
+// `reverse` (or ROOFLAB_EMU_REVERSE=1) runs each block's threads last to first.
 extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t smem,
-                             const void* params, size_t params_size, char* err, size_t err_len) {
+                             const void* params, size_t params_size, int reverse, char* err, size_t err_len) {
     auto error = [&](const std::string& msg) {
         snprintf(err, err_len, "%s", msg.c_str());
         return -1;
@@ -747,7 +748,7 @@ extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const uns
     L.smem = smem;
     L.params = params;
     const char* rev = getenv("ROOFLAB_EMU_REVERSE");
-    L.reverse = rev && !strcmp(rev, "1");
+    L.reverse = reverse || (rev && !strcmp(rev, "1"));
     const size_t blocks = (size_t)grid[0] * grid[1] * grid[2];
     unsigned workers = std::max(1u, std::thread::hardware_concurrency());
     if (const char* t = getenv("ROOFLAB_EMU_THREADS")) workers = std::max(1, atoi(t));

@@ -16,6 +16,11 @@ pub fn gpu() -> Gpu {
     Gpu { kernels: Emulator::new() }
 }
 
+/// The emulator with each block's threads run last to first.
+pub fn gpu_reversed() -> Gpu {
+    Gpu { kernels: Emulator::reversed() }
+}
+
 impl Gpu {
     /// The emulator runs every CUDA thread as a fiber: tests shrink their largest shapes here (and say so).
     pub const EMULATED: bool = true;
