@@ -405,21 +405,24 @@ __device__ __forceinline__ void load_tile(T* s, const T* g, size_t g_stride, uns
     }
 }
 
-// The Q tile from f32 (the model's activations): converted while staged; plain shared stores.
-template <typename T, int D>
-__device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride, unsigned valid, unsigned tid) {
+// The Q tile (BM rows) from f32, the model's activations: converted to T while staged, with plain shared
+// stores (not cp.async). 16-byte chunk c of row r goes to byte `offset(r, c)` of `s` (each kernel has its
+// own shared layout); rows >= valid are zero. Shared by both flash kernels.
+template <typename T, int D, int NTHREADS, typename Offset>
+__device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride, unsigned valid, unsigned tid,
+                                           Offset offset) {
     constexpr int CHUNKS = D / 8;
 #pragma unroll 4
-    for (int i = 0; i < BM * CHUNKS / THREADS; ++i) {
-        const unsigned c = tid + i * THREADS, r = c / CHUNKS, ch = c % CHUNKS;
+    for (int i = 0; i < BM * CHUNKS / NTHREADS; ++i) {
+        const unsigned idx = tid + i * NTHREADS, r = idx / CHUNKS, c = idx % CHUNKS;
         uint4 packed = make_uint4(0, 0, 0, 0);
         if (r < valid) {
-            const float4* src = reinterpret_cast<const float4*>(g + (size_t)r * g_stride + ch * 8);
+            const float4* src = reinterpret_cast<const float4*>(g + (size_t)r * g_stride + c * 8);
             const float4 a = __ldg(src), b = __ldg(src + 1);
             packed = make_uint4(Ops<T>::pack(a.x, a.y), Ops<T>::pack(a.z, a.w), Ops<T>::pack(b.x, b.y),
                                 Ops<T>::pack(b.z, b.w));
         }
-        *reinterpret_cast<uint4*>(s + r * (D + PAD) + ch * 8) = packed;
+        *reinterpret_cast<uint4*>(reinterpret_cast<char*>(s) + offset(r, c)) = packed;
     }
 }
 
@@ -457,7 +460,9 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     const T* gK = ptr<const T>(p.k) + (size_t)s.k_begin * kv_stride + (size_t)kv_head_of(p, h) * D;
     const T* gV = ptr<const T>(p.v) + (size_t)s.k_begin * kv_stride + (size_t)kv_head_of(p, h) * D;
 
-    if (p.q_f32) load_q_f32<T, D>(sQ, ptr<const float>(p.q) + q_first, q_stride, rows_here, tid);
+    const auto padded_row = [](unsigned r, unsigned c) { return (r * SD + c * 8) * 2; };
+    if (p.q_f32)
+        load_q_f32<T, D, THREADS>(sQ, ptr<const float>(p.q) + q_first, q_stride, rows_here, tid, padded_row);
     else load_tile<T, BM, D>(sQ, ptr<const T>(p.q) + q_first, q_stride, rows_here, tid);
     if (n_tiles > 0) load_tile<T, BN, D>(sK, gK, kv_stride, min((unsigned)BN, s.kv_len), tid);
     cp_async_commit();
@@ -673,6 +678,7 @@ constexpr int THREADS = WARPGROUPS * 128;
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 constexpr int BM = 64 * WARPGROUPS;
+static_assert(BM == flash::BM, "the Q staging (flash::load_q_f32) assumes both kernels' BM");
 constexpr int BN = 128;  // dynamic shared memory: (BM + 4 BN) * D * 2 bytes (Q, two stages of K and V)
 
 using ptx::wgmma_rs_n128_bf16;
@@ -750,25 +756,6 @@ __device__ __forceinline__ void load_tile(uint32_t s, const T* g, size_t g_strid
     }
 }
 
-// The Q tile from f32, converted while staged (plain shared stores; the caller fences them for the
-// async proxy before the barrier).
-template <typename T, int D>
-__device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride, unsigned valid, unsigned tid) {
-    constexpr int CHUNKS = D / 8;
-#pragma unroll 4
-    for (int i = 0; i < BM * CHUNKS / THREADS; ++i) {
-        const unsigned idx = tid + i * THREADS, r = idx / CHUNKS, c = idx % CHUNKS;
-        uint4 packed = make_uint4(0, 0, 0, 0);
-        if (r < valid) {
-            const float4* src = reinterpret_cast<const float4*>(g + (size_t)r * g_stride + c * 8);
-            const float4 a = __ldg(src), b = __ldg(src + 1);
-            packed = make_uint4(flash::Ops<T>::pack(a.x, a.y), flash::Ops<T>::pack(a.z, a.w),
-                                flash::Ops<T>::pack(b.x, b.y), flash::Ops<T>::pack(b.z, b.w));
-        }
-        *reinterpret_cast<uint4*>(reinterpret_cast<char*>(s) + tile_offset(r, c, BM)) = packed;
-    }
-}
-
 template <typename T, int D>
 __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     constexpr int NT = BN / 8, DT = D / 8;
@@ -799,7 +786,10 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
 
     // Group 0: Q and tile 0; group 1: tile 1 (possibly empty). Every iteration commits one more group,
     // so "all but the newest group done" always means "tile j landed".
-    if (p.q_f32) load_q_f32<T, D>(sQ, ptr<const float>(p.q) + q_first, q_stride, rows_here, tid);
+    // f32 Q: plain stores into the core-matrix layout (fenced for the async proxy before the barrier).
+    const auto core_matrices = [](unsigned r, unsigned c) { return tile_offset(r, c, BM); };
+    if (p.q_f32)
+        flash::load_q_f32<T, D, THREADS>(sQ, ptr<const float>(p.q) + q_first, q_stride, rows_here, tid, core_matrices);
     else load_tile<T, BM, D>(q_smem, ptr<const T>(p.q) + q_first, q_stride, rows_here, tid);
     for (unsigned t = 0; t < 2; ++t) {
         if (t < n_tiles) {
