@@ -9,7 +9,7 @@ use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation
 use cudarc::cublas::{result as blas_result, CudaBlas};
 use half::bf16;
 
-use super::{CudaResultExt, DevSpan, GpuContext};
+use super::{check_matmul_operands, CudaResultExt, DevSpan, GpuContext};
 use crate::{Error, Result};
 
 /// A cuBLAS handle bound to a context's stream.
@@ -46,9 +46,7 @@ impl Blas {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        w.expect_len("cuBLAS gemm weight", n * k)?;
-        x.expect_len("cuBLAS gemm activations", m * k)?;
-        y.expect_len("cuBLAS gemm output", m * n)?;
+        check_matmul_operands("cuBLAS gemm", w, x, y, (m, n, k))?;
         let int = |what: &str, v: usize| {
             i32::try_from(v).map_err(|_| Error::Invalid(format!("cuBLAS {what} = {v} exceeds i32")))
         };

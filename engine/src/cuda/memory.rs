@@ -101,6 +101,28 @@ impl<'a, T> DevSpan<'a, T> {
     }
 }
 
+/// Checks the operands of `y[m][n] (+)= x[m][k] · w[n][k]ᵀ` before any matrix product (the GEMV, the
+/// tiled GEMM, cuBLAS): each span holds its shape and the output overlaps neither input. Errors are
+/// named `"{what} weight"`, `"{what} activations"`, `"{what} output"`.
+pub fn check_matmul_operands<W, X>(
+    what: &str,
+    w: DevSpan<W>,
+    x: DevSpan<X>,
+    y: DevSpan<f32>,
+    (m, n, k): (usize, usize, usize),
+) -> Result<()> {
+    if k == 0 {
+        return Err(Error::Invalid(format!("{what} k must be positive")));
+    }
+    w.expect_len(&format!("{what} weight"), n * k)?;
+    x.expect_len(&format!("{what} activations"), m * k)?;
+    y.expect_len(&format!("{what} output"), m * n)?;
+    if y.overlaps(&x) || y.overlaps(&w) {
+        return Err(Error::Invalid(format!("{what} output overlaps its inputs")));
+    }
+    Ok(())
+}
+
 /// Bytes allocated per purpose on one device, with free-memory checks before each allocation.
 pub struct MemoryLedger {
     gpu: GpuContext,

@@ -25,7 +25,7 @@ pub use context::{driver_present, gpu_available, GpuContext};
 pub use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 pub use graph::CapturedGraph;
 pub use launch::{elementwise_grid, grid, launch, sync_check_enabled, SYNC_CHECK_ENV};
-pub use memory::{DevSpan, MemoryLedger, RESERVED_BYTES};
+pub use memory::{check_matmul_operands, DevSpan, MemoryLedger, RESERVED_BYTES};
 pub use modules::{embedded_modules, embedded_ptx, ptx_arch_for, ModuleRegistry, PtxSource, PTX_DIR_ENV};
 pub use timing::{measure_copy_bandwidth, time_kernel, GpuTimer};
 

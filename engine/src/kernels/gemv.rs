@@ -4,10 +4,10 @@
 
 use half::bf16;
 
-use super::{as_u32, positive, DevSpan, Launcher, GEMV};
-use crate::cuda::grid;
+use super::{as_u32, DevSpan, Launcher, GEMV};
+use crate::cuda::{check_matmul_operands, grid};
 use crate::ffi::params::{GemmParams, GemvParams};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Rows per block of the warp-per-row kernels (GEMV_WARPS in gemv.cu).
 const GEMV_ROWS_PER_BLOCK: usize = 8;
@@ -32,13 +32,7 @@ fn gemv_params<X>(
     k: usize,
     accumulate: bool,
 ) -> Result<GemvParams> {
-    positive("gemv k", k)?;
-    w.expect_len("gemv weight", n * k)?;
-    x.expect_len("gemv activations", k)?;
-    y.expect_len("gemv output", n)?;
-    if y.overlaps(&x) || y.overlaps(&w) {
-        return Err(Error::Invalid("gemv output overlaps its inputs".into()));
-    }
+    check_matmul_operands("gemv", w, x, y, (1, n, k))?;
     if k.is_multiple_of(8) {
         w.expect_aligned("gemv weight", 16)?;
         x.expect_aligned("gemv activations", 16)?;
@@ -117,13 +111,7 @@ pub fn gemm_tiled(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    positive("gemm k", k)?;
-    w.expect_len("gemm weight", n * k)?;
-    x.expect_len("gemm activations", m * k)?;
-    y.expect_len("gemm output", m * n)?;
-    if y.overlaps(&x) || y.overlaps(&w) {
-        return Err(Error::Invalid("gemm output overlaps its inputs".into()));
-    }
+    check_matmul_operands("gemm", w, x, y, (m, n, k))?;
     let params = GemmParams {
         w: w.addr(),
         x: x.addr(),
