@@ -102,18 +102,7 @@ impl Extras {
     }
 
     fn shape(&self) -> PrefillShape {
-        let a = self.args;
-        PrefillShape {
-            batch: a.batch,
-            num_heads: a.num_heads,
-            num_kv_heads: a.num_kv_heads,
-            head_dim: a.head_dim,
-            total_q: a.batch * a.seq,
-            max_q_len: a.seq,
-            max_kv_len: a.seq,
-            causal: a.causal,
-            scale: 1.0 / (a.head_dim as f32).sqrt(),
-        }
+        self.args.shape()
     }
 
     fn launch(&self, device: &Device, kernel: PrefillKernel) -> rooflab::Result<()> {

@@ -67,6 +67,21 @@ impl PrefillArgs {
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
+
+    /// The kernel shape: `batch` sequences of `seq` queries over `seq` keys each.
+    pub fn shape(&self) -> PrefillShape {
+        PrefillShape {
+            batch: self.batch,
+            num_heads: self.num_heads,
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            total_q: self.batch * self.seq,
+            max_q_len: self.seq,
+            max_kv_len: self.seq,
+            causal: self.causal,
+            scale: self.scale(),
+        }
+    }
 }
 
 /// Device buffers of one prefill call: bf16 q, k, v and out, and the `[batch + 1]` row offsets that
@@ -97,17 +112,7 @@ pub fn launch_prefill(
         q_offsets: None,
         kv: KvLayout::Varlen { cu_seqlens_k: b.cu_seqlens, total_k: a.batch * a.seq },
     };
-    let shape = PrefillShape {
-        batch: a.batch,
-        num_heads: a.num_heads,
-        num_kv_heads: a.num_kv_heads,
-        head_dim: a.head_dim,
-        total_q: a.batch * a.seq,
-        max_q_len: a.seq,
-        max_kv_len: a.seq,
-        causal: a.causal,
-        scale: a.scale(),
-    };
+    let shape = a.shape();
     match which {
         TILED => prefill::tiled(kern, &io, &shape),
         NAIVE => prefill::naive_row(kern, &io, &shape),
