@@ -17,8 +17,14 @@
 //                                    m16n8k16 MMAs with f32 accumulators, the online softmax in registers
 //                                    in log2 space, P kept in registers as the A operand of P V, causal
 //                                    tiles past the diagonal skipped and only the boundary tiles masked.
+//   v3   attn_prefill_wgmma_{bf16,f16}_hd{64,128}  sm_90a: 2 warpgroups, wgmma from shared memory
+//                                    (no-swizzle layout), K/V double-buffered through cp.async.
+//   v4   attn_prefill_tma_{bf16,f16}_hd{64,128}  sm_90a, FlashAttention-3 structure: a producer
+//                                    warpgroup loads 128-byte-swizzled tiles with TMA into an
+//                                    mbarrier ring, two consumer warpgroups run wgmma and the softmax in
+//                                    ping-pong (named barriers), setmaxnreg gives them the registers.
 //
-// The element type of q/k/v/out (bf16 or f16) is a template parameter of v2 (one entry each) and a
+// The element type of q/k/v/out (bf16 or f16) is a template parameter of v2-v4 (one entry each) and a
 // run-time field (p.elem) of the others; q may be f32 (p.q_f32) and out f32 (p.out_f32), which is
 // what the model's prefill uses (f32 activations, bf16 KV cache) without extra cast kernels.
 //
@@ -405,15 +411,16 @@ __device__ __forceinline__ void load_tile(T* s, const T* g, size_t g_stride, uns
     }
 }
 
-// The Q tile (BM rows) from f32, the model's activations: converted to T while staged, with plain shared
+// A Q tile (ROWS rows) from f32, the model's activations: converted to T while staged, with plain shared
 // stores (not cp.async). 16-byte chunk c of row r goes to byte `offset(r, c)` of `s` (each kernel has its
-// own shared layout); rows >= valid are zero. Shared by both flash kernels.
-template <typename T, int D, int NTHREADS, typename Offset>
+// own shared layout); rows >= valid are zero. Shared by the three flash kernels.
+template <typename T, int D, int NTHREADS, typename Offset, int ROWS = BM>
 __device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride, unsigned valid, unsigned tid,
                                            Offset offset) {
     constexpr int CHUNKS = D / 8;
+    static_assert(ROWS * CHUNKS % NTHREADS == 0, "the tile must split evenly over the threads");
 #pragma unroll 4
-    for (int i = 0; i < BM * CHUNKS / NTHREADS; ++i) {
+    for (int i = 0; i < ROWS * CHUNKS / NTHREADS; ++i) {
         const unsigned idx = tid + i * NTHREADS, r = idx / CHUNKS, c = idx % CHUNKS;
         uint4 packed = make_uint4(0, 0, 0, 0);
         if (r < valid) {
@@ -709,8 +716,8 @@ __device__ __forceinline__ void cp_async_wait_one() { ptx::cp_async_wait_group<1
 
 // Keeps the compiler from moving reads or writes of accumulator registers across the asynchronous
 // wgmma region (wgmma.wait_group carries no register operands).
-template <int N>
-__device__ __forceinline__ void fence_registers(float (&r)[N]) {
+template <typename R, int N>
+__device__ __forceinline__ void fence_registers(R (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) ptx::register_fence(r[i]);
 }
@@ -756,9 +763,90 @@ __device__ __forceinline__ void load_tile(uint32_t s, const T* g, size_t g_strid
     }
 }
 
+// S tile masking of a thread's accumulator fragment (m64nBN layout: rows `row` and row + 8 of the
+// sequence, columns key + 8 nt + e): keys past the row's visible keys become -inf.
+__device__ __forceinline__ void mask_tile(float (&sacc)[BN / 2], const AttnPrefillParams& p, const Seq& s,
+                                          unsigned row, unsigned key) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        const unsigned limit = visible_keys(p, s, row + hf * 8);
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+                if (key + nt * 8 + e >= limit) sacc[nt * 4 + hf * 2 + e] = -CUDART_INF_F;
+    }
+}
+
+// The online softmax of one S tile in registers (log2 space, the scale folded into one FFMA per score):
+// row maxima over the quad, P = 2^(s * sl2 - m * sl2) packed into A fragments as it is computed (the S
+// accumulator layout of n8 tiles 2k, 2k+1 is the A-fragment layout of k16 step k), the running sums
+// updated and O rescaled. A row with no visible key yet keeps max -inf and subtracts 0 (no -inf - -inf).
+template <typename T, int D>
+__device__ __forceinline__ void softmax_tile(const float (&sacc)[BN / 2], uint32_t (&pa)[BN / 16][4],
+                                             float (&o)[D / 2], float (&m_run)[2], float (&l_run)[2], float sl2) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float mx = m_run[hf];
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(sacc[nt * 4 + hf * 2], sacc[nt * 4 + hf * 2 + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+        const float m_scaled = mx == -CUDART_INF_F ? 0.0f : mx * sl2;
+        const float alpha = flash::fast_exp2(m_run[hf] * sl2 - m_scaled);
+        m_run[hf] = mx;
+        float row_sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt) {
+            const float p0 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2], sl2, -m_scaled));
+            const float p1 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2 + 1], sl2, -m_scaled));
+            row_sum += p0 + p1;
+            pa[nt / 2][(nt % 2) * 2 + hf] = flash::Ops<T>::pack(p0, p1);
+        }
+        l_run[hf] = l_run[hf] * alpha + row_sum;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt) {
+            o[dt * 4 + hf * 2] *= alpha;
+            o[dt * 4 + hf * 2 + 1] *= alpha;
+        }
+    }
+}
+
+// The epilogue of a warpgroup's rows: O / l to out (rows past the sequence are not stored) and the LSE.
+// `row` is the sequence row of the thread's first accumulator row (the other is row + 8), `col` its
+// first column in each n8 tile.
+template <typename T, int D>
+__device__ __forceinline__ void store_rows(const AttnPrefillParams& p, const Seq& s, unsigned h, unsigned row0,
+                                           unsigned col, const float (&o)[D / 2], const float (&m_run)[2],
+                                           const float (&l_run)[2], float sl2) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        float l = l_run[hf];
+        l += __shfl_xor_sync(FULL_MASK, l, 1);
+        l += __shfl_xor_sync(FULL_MASK, l, 2);
+        const unsigned row = row0 + hf * 8;
+        if (row >= s.q_len) continue;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col;
+        if (p.out_f32) {
+            float* out = ptr<float>(p.out) + oi;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt)
+                *reinterpret_cast<float2*>(out + dt * 8) =
+                    make_float2(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
+        } else {
+            T* out = ptr<T>(p.out) + oi;
+#pragma unroll
+            for (int dt = 0; dt < D / 8; ++dt)
+                *reinterpret_cast<uint32_t*>(out + dt * 8) =
+                    flash::Ops<T>::pack(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
+        }
+        if (col == 0) store_lse(p, s, h, row, l > 0.0f ? (m_run[hf] * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
+    }
+}
+
 template <typename T, int D>
 __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
-    constexpr int NT = BN / 8, DT = D / 8;
     constexpr uint32_t Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
     ROOFLAB_DYNAMIC_SHARED(uint4, smem_raw);
     T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -829,45 +917,10 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
         wgmma_wait_all();
         fence_registers(sacc);
 
-        if (j >= mask_from) {
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                const unsigned row = m0 + row_in_block + hf * 8;
-                const unsigned limit = p.causal ? min(s.kv_len, s.q_offset + row + 1) : s.kv_len;
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e)
-                        if (t0 + nt * 8 + col_in_tile + e >= limit) sacc[nt * 4 + hf * 2 + e] = -CUDART_INF_F;
-            }
-        }
+        if (j >= mask_from) mask_tile(sacc, p, s, m0 + row_in_block, t0 + col_in_tile);
 
         uint32_t pa[BN / 16][4];
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            float mx = m_run[hf];
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(sacc[nt * 4 + hf * 2], sacc[nt * 4 + hf * 2 + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
-            const float m_scaled = mx == -CUDART_INF_F ? 0.0f : mx * sl2;
-            const float alpha = flash::fast_exp2(m_run[hf] * sl2 - m_scaled);
-            m_run[hf] = mx;
-            float row_sum = 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const float p0 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2], sl2, -m_scaled));
-                const float p1 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2 + 1], sl2, -m_scaled));
-                row_sum += p0 + p1;
-                pa[nt / 2][(nt % 2) * 2 + hf] = flash::Ops<T>::pack(p0, p1);
-            }
-            l_run[hf] = l_run[hf] * alpha + row_sum;
-#pragma unroll
-            for (int dt = 0; dt < DT; ++dt) {
-                o[dt * 4 + hf * 2] *= alpha;
-                o[dt * 4 + hf * 2 + 1] *= alpha;
-            }
-        }
+        softmax_tile<T, D>(sacc, pa, o, m_run, l_run, sl2);
 
         // O += P V over BN / 16 k-steps (A from registers, B = V read N-major).
         fence_registers(o);
@@ -891,30 +944,7 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     // can exit (otherwise only empty groups are left).
     flash::cp_async_wait_all();
 
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        float l = l_run[hf];
-        l += __shfl_xor_sync(FULL_MASK, l, 1);
-        l += __shfl_xor_sync(FULL_MASK, l, 2);
-        const unsigned row = m0 + row_in_block + hf * 8;
-        if (row >= s.q_len) continue;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col_in_tile;
-        if (p.out_f32) {
-            float* out = ptr<float>(p.out) + oi;
-#pragma unroll
-            for (int dt = 0; dt < DT; ++dt)
-                *reinterpret_cast<float2*>(out + dt * 8) =
-                    make_float2(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
-        } else {
-            T* out = ptr<T>(p.out) + oi;
-#pragma unroll
-            for (int dt = 0; dt < DT; ++dt)
-                *reinterpret_cast<uint32_t*>(out + dt * 8) =
-                    flash::Ops<T>::pack(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
-        }
-        if (lane % 4 == 0) store_lse(p, s, h, row, l > 0.0f ? (m_run[hf] * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
-    }
+    store_rows<T, D>(p, s, h, m0 + row_in_block, col_in_tile, o, m_run, l_run, sl2);
 }
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
@@ -939,3 +969,295 @@ ROOFLAB_WG_ENTRY(attn_prefill_wgmma_bf16_hd64, __nv_bfloat16, 64)
 ROOFLAB_WG_ENTRY(attn_prefill_wgmma_bf16_hd128, __nv_bfloat16, 128)
 ROOFLAB_WG_ENTRY(attn_prefill_wgmma_f16_hd64, __half, 64)
 ROOFLAB_WG_ENTRY(attn_prefill_wgmma_f16_hd128, __half, 128)
+
+// ---- v4: sm_90a, TMA + warp specialisation (FlashAttention-3 structure) -------------------------
+//
+// UNVERIFIED: written without a Hopper GPU, like v3 (kernels-cuda/notes/attention_prefill.md).
+//
+// Block: 3 warpgroups, BM = 128 query rows of one (sequence, head).
+//   producer (warpgroup 0, one thread): TMA copies of Q and of each K and V tile into a ring of STAGES
+//     shared-memory stages; per stage a `full` mbarrier for K and one for V (the copies' bytes complete
+//     them) and an `empty` one the consumers arrive at when they are done with the stage.
+//   consumers (warpgroups 1 and 2, 64 query rows each, the M of one wgmma), per key tile j:
+//     wait K[j]; [my turn]  S = Q K[j]^T (wgmma, both from shared memory); O += P[j-1] V[j-1] (wgmma, P
+//     from registers); [your turn]  wait S; mask; online softmax of S in place (P[j], f32); wait P V;
+//     release stage j-1; rescale O; pack P[j] into A fragments. After the last tile: O += P V once more.
+//   The turn (two named barriers) makes the consumers issue their tensor-core work alternately, so the
+//   softmax of one runs while the other's products occupy the tensor cores (FA3's ping-pong), and
+//   P[j-1] V[j-1] is issued with Q K[j]^T so the tensor cores get both products of a tile at once.
+//   setmaxnreg moves registers from the producer (40 per thread) to the consumers (232).
+// Tiles are 128-byte swizzled, which the TMA writes and the wgmma descriptors read: a tile of R rows is
+// D/64 panels of R x 128 bytes; row r of a panel at r * 128 bytes, its 16-byte chunk c at (c ^ r % 8) * 16.
+// Keys of the last tile past the sequence's end hold whatever follows it (the next sequence, an unwritten
+// cache tail that may be NaN): their scores are masked, and the producer zeroes those V rows before the
+// consumers' last P V (0 * NaN would poison the output).
+// Every mbarrier wait traps after MAX_POLLS polls: a protocol mistake is a launch error, not a hung GPU.
+
+namespace tma {
+
+constexpr int CONSUMERS = 2;
+constexpr int THREADS = (CONSUMERS + 1) * 128;
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+constexpr int BM = 64 * CONSUMERS;
+constexpr int BN = 128;
+static_assert(BN == wg::BN, "the masking and the S fragments are v3's");
+constexpr int PANEL = 64;                      // elements of one 128-byte swizzled row
+constexpr uint32_t PANEL_ROW_BYTES = PANEL * 2;
+constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;  // 128 x 40 + 256 x 232 <= 64 K registers
+constexpr unsigned MAX_POLLS = 1u << 26;
+constexpr uint64_t SWIZZLE_128B = 1ull << 62;  // descriptor layout type 1
+// Named barriers (0 is __syncthreads): the consumers' turns, and each consumer's f32-Q staging.
+constexpr uint32_t TURN = 1, Q_STAGED = 3;
+
+// Shared memory, byte offsets from the 1024-aligned base (the host adds 1024 bytes of slack).
+template <int D>
+struct Layout {
+    static constexpr int STAGES = D == 128 ? 2 : 3;
+    static constexpr uint32_t Q_BYTES = BM * D * 2, TILE_BYTES = BN * D * 2;
+    static constexpr uint32_t Q = 0, K = Q_BYTES, V = K + STAGES * TILE_BYTES;
+    // mbarriers, 8 bytes each: q_full, v_fixed, then k_full, v_full and empty per stage.
+    static constexpr uint32_t BARRIERS = V + STAGES * TILE_BYTES;
+    static constexpr uint32_t BYTES = BARRIERS + (2 + 3 * STAGES) * 8;
+    static __device__ uint32_t q_full(uint32_t base) { return base + BARRIERS; }
+    static __device__ uint32_t v_fixed(uint32_t base) { return base + BARRIERS + 8; }
+    static __device__ uint32_t k_full(uint32_t base, unsigned st) { return base + BARRIERS + 16 + st * 8; }
+    static __device__ uint32_t v_full(uint32_t base, unsigned st) { return k_full(base, st) + STAGES * 8; }
+    static __device__ uint32_t empty(uint32_t base, unsigned st) { return k_full(base, st) + 2 * STAGES * 8; }
+};
+
+__device__ __forceinline__ void wait(uint32_t bar, uint32_t parity) {
+    for (unsigned polls = 0; !ptx::mbarrier_try_wait_parity(bar, parity);)
+        if (++polls == MAX_POLLS) __trap();
+}
+
+// Byte offset of 16-byte chunk c (0 .. D/8 - 1) of row r in a swizzled tile of `rows` rows.
+__device__ __forceinline__ uint32_t swizzled(uint32_t r, uint32_t c, uint32_t rows) {
+    return (c / 8) * rows * PANEL_ROW_BYTES + r * PANEL_ROW_BYTES + ((c % 8) ^ (r % 8)) * 16;
+}
+
+// What the producer and the consumers both derive from the block's place in the batch.
+struct Work {
+    Seq s;
+    unsigned h, m0, rows_here, n_tiles, mask_from;
+    bool ragged;  // the last tile holds rows past the keys (their V rows are zeroed)
+};
+
+template <int D>
+__device__ __forceinline__ void produce(const AttnPrefillTmaParams& P, const Work& w, uint32_t base, char* smem) {
+    using L = Layout<D>;
+    const unsigned lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    if (warp != 0) return;
+    if (lane == 0) {
+        if (!P.p.q_f32) {
+            ptx::mbarrier_arrive_expect_tx(L::q_full(base), L::Q_BYTES);
+#pragma unroll
+            for (int pn = 0; pn < D / PANEL; ++pn)
+                ptx::tma_load_3d(base + L::Q + pn * BM * PANEL_ROW_BYTES, &P.q, L::q_full(base), pn * PANEL, w.h,
+                                 w.s.q_begin + w.m0);
+        }
+        const int kv_head = kv_head_of(P.p, w.h);
+        for (unsigned j = 0; j < w.n_tiles; ++j) {
+            const unsigned st = j % L::STAGES;
+            if (j >= L::STAGES) wait(L::empty(base, st), (j / L::STAGES - 1) % 2);
+            const int row = w.s.k_begin + j * BN;
+            ptx::mbarrier_arrive_expect_tx(L::k_full(base, st), L::TILE_BYTES);
+#pragma unroll
+            for (int pn = 0; pn < D / PANEL; ++pn)
+                ptx::tma_load_3d(base + L::K + st * L::TILE_BYTES + pn * BN * PANEL_ROW_BYTES, &P.k,
+                                 L::k_full(base, st), pn * PANEL, kv_head, row);
+            ptx::mbarrier_arrive_expect_tx(L::v_full(base, st), L::TILE_BYTES);
+#pragma unroll
+            for (int pn = 0; pn < D / PANEL; ++pn)
+                ptx::tma_load_3d(base + L::V + st * L::TILE_BYTES + pn * BN * PANEL_ROW_BYTES, &P.v,
+                                 L::v_full(base, st), pn * PANEL, kv_head, row);
+        }
+    }
+    __syncwarp();
+    if (!w.ragged) return;
+    // Zero the V rows of the last tile past the keys (whole 128-byte rows: the swizzle permutes chunks
+    // within a row only), then hand the tile over through v_fixed.
+    const unsigned last = w.n_tiles - 1, st = last % L::STAGES, first_row = w.s.kv_len - last * BN;
+    wait(L::v_full(base, st), last / L::STAGES % 2);
+    char* v = smem + L::V + st * L::TILE_BYTES;
+    for (unsigned i = first_row * 8 + lane; i < BN * 8; i += WARP)
+#pragma unroll
+        for (int pn = 0; pn < D / PANEL; ++pn)
+            *reinterpret_cast<uint4*>(v + pn * BN * PANEL_ROW_BYTES + i * 16) = make_uint4(0, 0, 0, 0);
+    ptx::fence_proxy_async_shared_cta();  // the generic-proxy stores, visible to the tensor cores
+    __syncwarp();
+    if (lane == 0) ptx::mbarrier_arrive(L::v_fixed(base));
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void consume(const AttnPrefillTmaParams& P, const Work& w, uint32_t base, char* smem,
+                                        unsigned c) {
+    using L = Layout<D>;
+    constexpr int S = L::STAGES;
+    const AttnPrefillParams& p = P.p;
+    const unsigned t = threadIdx.x % 128, lane = t % WARP, warp = t / WARP;
+    const unsigned row_in_block = c * 64 + warp * 16 + lane / 4, col_in_tile = 2 * (lane % 4);
+
+    if (p.q_f32) {  // this warpgroup's 64 rows, converted while staged
+        const unsigned first = c * 64, valid = w.rows_here > first ? w.rows_here - first : 0;
+        const size_t q_stride = (size_t)p.num_heads * D;
+        const float* g = ptr<const float>(p.q) + (size_t)(w.s.q_begin + w.m0 + first) * q_stride + (size_t)w.h * D;
+        const auto offset = [first](unsigned r, unsigned ch) { return swizzled(first + r, ch, BM); };
+        flash::load_q_f32<T, D, 128, decltype(offset), 64>(reinterpret_cast<T*>(smem + L::Q), g, q_stride, valid, t,
+                                                            offset);
+        ptx::fence_proxy_async_shared_cta();
+        ptx::named_barrier_sync(Q_STAGED + c, 128);
+    } else {
+        wait(L::q_full(base), 0);
+    }
+
+    const float sl2 = p.scale * LOG2E;
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    float m_run[2] = {-CUDART_INF_F, -CUDART_INF_F}, l_run[2] = {0.0f, 0.0f};
+    uint32_t pa[BN / 16][4];
+
+    // K-major operands (Q, K): 8-row groups 1024 bytes apart (SBO); a k16 step is 32 bytes into the
+    // 128-byte row, a new panel every 4 steps. V (N-major): 64-column panels LBO apart, 8-key groups
+    // 1024 bytes apart, a k16 step is 16 keys (2048 bytes).
+    const uint32_t q_rows = base + L::Q + c * 64 * PANEL_ROW_BYTES;
+    const auto k_desc = [&](uint32_t tile, int kk) {
+        return wg::make_desc(tile + (kk / 4) * BN * PANEL_ROW_BYTES + (kk % 4) * 32, 16, 1024) | SWIZZLE_128B;
+    };
+    const auto q_desc = [&](int kk) {
+        return wg::make_desc(q_rows + (kk / 4) * BM * PANEL_ROW_BYTES + (kk % 4) * 32, 16, 1024) | SWIZZLE_128B;
+    };
+    const auto v_desc = [&](uint32_t tile, int kk) {
+        return wg::make_desc(tile + kk * 16 * PANEL_ROW_BYTES, BN * PANEL_ROW_BYTES, 1024) | SWIZZLE_128B;
+    };
+
+    const auto fence_operands = [&] {  // O and P written by this thread before the wgmmas read them
+        wg::fence_registers(o);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) wg::fence_registers(pa[kk]);
+    };
+    // O += P[j] V[j], waited for (so the P registers are free again), then stage j handed back.
+    const auto pv = [&](unsigned j) {
+        const uint32_t tile = base + L::V + (j % S) * L::TILE_BYTES;
+        fence_operands();
+        wg::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) wg::mma_pv<T, D>(o, pa[kk], v_desc(tile, kk));
+        wg::wgmma_commit();
+        ptx::wgmma_wait_group_0();
+        wg::fence_registers(o);
+        __syncwarp();
+        if (lane == 0) ptx::mbarrier_arrive(L::empty(base, j % S));
+    };
+    // One tile: [my turn] O += P[j-1] V[j-1]; S = Q K[j]^T [your turn]; mask; online softmax with P[j]
+    // packed into A fragments as it is computed (the S accumulator layout of n8 tiles 2k, 2k+1 is the
+    // A-fragment layout of k16 step k), O rescaled. Consumer 1 passed the turn once before the first
+    // tile, so it skips its last pass (every bar.sync is matched).
+    const uint32_t my_turn = TURN + c, their_turn = TURN + 1 - c;
+    const auto step = [&](unsigned j, bool with_pv) {
+        wait(L::k_full(base, j % S), j / S % 2);
+        if (with_pv) wait(L::v_full(base, (j - 1) % S), (j - 1) / S % 2);
+        ptx::named_barrier_sync(my_turn, 256);
+        if (with_pv) pv(j - 1);
+        float sacc[BN / 2];
+        wg::wgmma_fence();
+        const uint32_t k_tile = base + L::K + (j % S) * L::TILE_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) wg::mma_qk<T>(sacc, q_desc(kk), k_desc(k_tile, kk), kk > 0);
+        wg::wgmma_commit();
+        if (c == 0 || j + 1 < w.n_tiles) ptx::named_barrier_arrive(their_turn, 256);
+        ptx::wgmma_wait_group_0();
+        wg::fence_registers(sacc);
+
+        if (j >= w.mask_from) wg::mask_tile(sacc, p, w.s, w.m0 + row_in_block, j * BN + col_in_tile);
+        wg::softmax_tile<T, D>(sacc, pa, o, m_run, l_run, sl2);
+    };
+
+    // The first tile on its own, so that no wgmma sits under a data-dependent branch (ptxas would
+    // serialise them all).
+    if (w.n_tiles > 0) {
+        if (c == 1) ptx::named_barrier_arrive(TURN, 256);  // consumer 0 goes first
+        step(0, false);
+    }
+    for (unsigned j = 1; j < w.n_tiles; ++j) step(j, true);
+    if (w.n_tiles > 0) {
+        const unsigned last = w.n_tiles - 1;
+        wait(L::v_full(base, last % S), last / S % 2);
+        if (w.ragged) wait(L::v_fixed(base), 0);
+        pv(last);
+    }
+    wg::store_rows<T, D>(p, w.s, w.h, w.m0 + row_in_block, col_in_tile, o, m_run, l_run, sl2);
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void forward(const AttnPrefillTmaParams& P) {
+    using L = Layout<D>;
+    const AttnPrefillParams& p = P.p;
+    Work w;
+    w.h = blockIdx.y;
+    w.s = seq_view(p, blockIdx.z);
+    w.m0 = (p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * BM;  // causal: the longest blocks first
+    if (w.m0 >= w.s.q_len) return;  // whole block, before any barrier
+    w.rows_here = min((unsigned)BM, w.s.q_len - w.m0);
+    unsigned n_end = w.s.kv_len;
+    w.mask_from = w.s.kv_len / BN;
+    if (p.causal) {
+        n_end = min(n_end, w.s.q_offset + w.m0 + w.rows_here);
+        w.mask_from = min(w.mask_from, (w.s.q_offset + w.m0 + 1) / BN);
+    }
+    w.n_tiles = (n_end + BN - 1) / BN;
+    w.ragged = w.n_tiles * BN > w.s.kv_len;
+
+    ROOFLAB_DYNAMIC_SHARED(uint4, smem_raw);
+    const uint32_t raw = ptx::shared_addr(smem_raw), base = (raw + 1023) & ~1023u;
+    char* smem = reinterpret_cast<char*>(smem_raw) + (base - raw);
+    if (threadIdx.x == 0) {
+        ptx::mbarrier_init(L::q_full(base), 1);
+        ptx::mbarrier_init(L::v_fixed(base), 1);
+        for (int st = 0; st < L::STAGES; ++st) {
+            ptx::mbarrier_init(L::k_full(base, st), 1);
+            ptx::mbarrier_init(L::v_full(base, st), 1);
+            ptx::mbarrier_init(L::empty(base, st), CONSUMERS * 4);  // one arrival per consumer warp
+        }
+        ptx::fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    // The warpgroup index through a shuffle: visibly warp-uniform to the compiler, which otherwise treats
+    // the roles as divergent code (serialising the wgmmas and keeping every role at the launch's 168
+    // registers).
+    const unsigned role = __shfl_sync(FULL_MASK, threadIdx.x / 128, 0);
+    if (role == 0) {
+        ptx::setmaxnreg_dec<PRODUCER_REGS>();
+        produce<D>(P, w, base, smem);
+    } else {
+        ptx::setmaxnreg_inc<CONSUMER_REGS>();
+        consume<T, D>(P, w, base, smem, role - 1);
+    }
+}
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+}  // namespace tma
+
+// grid (ceil(max_q_len / 128), H, batch), block 384 threads, dynamic shared memory 1024 + Layout<D>::BYTES
+// (the host's tma_shared_bytes). Trapping entries in the sm_80 PTX, as v3's.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ROOFLAB_TMA_BODY(T, D) \
+    if (P.p.head_dim == D) tma::forward<T, D>(P);
+#else
+#define ROOFLAB_TMA_BODY(T, D) __trap();
+#endif
+
+#define ROOFLAB_TMA_ENTRY(NAME, T, D)                                                                 \
+    extern "C" __global__ void __launch_bounds__(tma::THREADS, 1)                                     \
+        NAME(const __grid_constant__ AttnPrefillTmaParams P) {                                        \
+        ROOFLAB_TMA_BODY(T, D)                                                                        \
+    }
+
+ROOFLAB_TMA_ENTRY(attn_prefill_tma_bf16_hd64, __nv_bfloat16, 64)
+ROOFLAB_TMA_ENTRY(attn_prefill_tma_bf16_hd128, __nv_bfloat16, 128)
+ROOFLAB_TMA_ENTRY(attn_prefill_tma_f16_hd64, __half, 64)
+ROOFLAB_TMA_ENTRY(attn_prefill_tma_f16_hd128, __half, 128)

@@ -6,7 +6,8 @@
 //! head_dim 128, 512 to 16k tokens, causal). FLOPs are 4·B·H·S²·D, halved when causal.
 //!
 //! One criterion group per shape holds every implementation: `rooflab` (the fast kernel for this GPU:
-//! the wgmma kernel on Hopper), `rooflab-mma` (the mma.sync kernel, timed separately on Hopper),
+//! the TMA kernel on Hopper), `rooflab-wgmma` and `rooflab-mma` (the other flash versions, timed where the
+//! GPU has them),
 //! `rooflab-tiled` (SIMT tiles), `naive` (one thread per query row; up to 8k tokens, beyond that one
 //! launch takes seconds) and `naive_materialised` (S in global memory, softmax, P·V; up to 4k tokens and
 //! 8 GiB of score scratch). Each is checked before it is timed. A table of medians, TFLOP/s, % of the
@@ -53,8 +54,8 @@ struct Measured {
     tflops: f64,
 }
 
-/// Implementations the shared workload does not have (the mma.sync kernel where the wgmma one is the
-/// default, and the materialising baseline), on one copy of their own bf16 inputs (the workload's are
+/// Implementations the shared workload does not have (the flash versions other than this GPU's default,
+/// and the materialising baseline), on one copy of their own bf16 inputs (the workload's are
 /// private), checked against the default flash kernel on the same data.
 struct Extras {
     q: CudaSlice<bf16>,
@@ -73,11 +74,10 @@ impl Extras {
         let total = args.batch * args.seq;
         let scratch = total * args.num_heads * args.seq;
         let materialised = args.seq <= MATERIALISED_MAX_SEQ && scratch * 4 <= MATERIALISED_MAX_SCRATCH;
-        let default = prefill::resolve(PrefillKernel::Flash, device.kernels.modules().arch(), None)?;
-        let mut kernels = Vec::new();
-        if default != PrefillKernel::FlashMma {
-            kernels.push(PrefillKernel::FlashMma);
-        }
+        let arch = device.kernels.modules().arch();
+        let default = prefill::resolve(PrefillKernel::Flash, arch, None)?;
+        let flash_versions = [PrefillKernel::FlashTma, PrefillKernel::FlashWgmma, PrefillKernel::FlashMma];
+        let mut kernels: Vec<_> = flash_versions.into_iter().filter(|&k| k != default && k.available(arch)).collect();
         if materialised {
             kernels.push(PrefillKernel::NaiveMaterialised);
         }
@@ -94,10 +94,11 @@ impl Extras {
     }
 
     fn variant(kernel: PrefillKernel) -> &'static str {
-        if kernel == PrefillKernel::FlashMma {
-            "rooflab-mma"
-        } else {
-            kernel.name()
+        match kernel {
+            PrefillKernel::FlashTma => "rooflab-tma",
+            PrefillKernel::FlashWgmma => "rooflab-wgmma",
+            PrefillKernel::FlashMma => "rooflab-mma",
+            other => other.name(),
         }
     }
 

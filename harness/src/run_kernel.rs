@@ -39,7 +39,7 @@ pub struct RunKernelArgs {
     /// Softmax scale; default `1 / sqrt(D)`.
     pub scale: Option<f32>,
     pub lse: bool,
-    /// flash (default: the fast kernel for this GPU), flash-mma, flash-wgmma, tiled, naive-row or
+    /// flash (default: the fast kernel for this GPU), flash-tma, flash-mma, flash-wgmma, tiled, naive-row or
     /// naive-materialised.
     pub implementation: String,
 }
@@ -242,7 +242,7 @@ fn prefill_inputs(tensors: &BTreeMap<String, RawTensor>) -> Result<PrefillInputs
 fn implementation(name: &str) -> Result<PrefillKernel> {
     PrefillKernel::ALL.into_iter().find(|k| k.name().replace('_', "-") == name).ok_or_else(|| {
         anyhow!(
-            "unknown implementation {name:?}: flash, flash-mma, flash-wgmma, tiled, naive-row or naive-materialised"
+            "unknown implementation {name:?}: flash, flash-tma, flash-mma, flash-wgmma, tiled, naive-row or naive-materialised"
         )
     })
 }

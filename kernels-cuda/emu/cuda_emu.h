@@ -3,17 +3,19 @@
 // -DROOFLAB_EMU, with kernels-cuda/emu/shim first on the include path).
 //
 // Every CUDA thread is a fiber (its own stack, switched cooperatively); a block's fibers run on one
-// OS thread and blocks are spread over a few OS threads. A fiber runs until it reaches a barrier or a
-// warp/warpgroup-wide instruction (shuffle, ldmatrix, mma, wgmma), so such instructions see every
-// participating lane's operands at once and are computed by the last lane to arrive. The tensor-core
-// and copy instructions are modelled from the PTX ISA in emu.cpp; ptx.cuh maps each to its model.
+// OS thread and blocks are spread over a few OS threads. A fiber runs until it reaches a barrier, a
+// warp/warpgroup-wide instruction (shuffle, ldmatrix, mma, wgmma) or a wait (mbarrier, named barrier),
+// so collective instructions see every participating lane's operands at once and are computed by the
+// last lane to arrive. The tensor-core, copy and synchronisation instructions are modelled from the
+// PTX ISA in emu.cpp (SIMT era), hopper.cpp (mbarrier, TMA, named barriers, setmaxnreg) and wgmma.cpp
+// (asynchronous warpgroup MMA); ptx.cuh maps each to its model.
 //
 // What this catches: index and layout errors, out-of-range shared-memory addresses, lanes that diverge
-// at a warp-wide instruction, deadlocks at barriers, cp.async data read before its wait_group or
-// overwritten while other threads still read it, reads of uninitialised dynamic shared memory (it is
-// filled with NaN bytes per block). What it does not: real
-// timing, memory-model subtleties beyond cp.async, and whether the hardware reads shared memory the
-// way the ISA text says.
+// at a warp-wide instruction, deadlocks (each waiting thread named with what it waits for), cp.async
+// and TMA data read before their wait, wgmma accumulators read before or written during their
+// wait_group, misused mbarriers, reads of uninitialised dynamic shared memory (it is filled with NaN
+// bytes per block). What it does not: real timing, memory-model and proxy subtleties, and whether the
+// hardware reads shared memory the way the ISA text says (README.md).
 #pragma once
 
 #include <math.h>
@@ -29,6 +31,7 @@
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
 // One copy per OS thread; a block runs start to end on one OS thread, so it is the block's own.
 #define __shared__ static thread_local
@@ -123,6 +126,17 @@ void wgmma_wait_group(int n);
 // B from shared memory; operands after b as in the instruction (scale-d, imm-scale-a/b, imm-trans-a/b).
 void wgmma(Elem elem, int n, float* d, uint64_t a_desc, const uint32_t* a_regs, uint64_t b_desc, bool scale_d,
            int scale_a, int scale_b, int trans_a, int trans_b);
+// mbarrier.init / arrive[.expect_tx] (tx_bytes 0: a plain arrive) / try_wait.parity (blocks the
+// thread until the phase of that parity has completed, then true).
+void mbarrier_init(uint32_t bar, uint32_t count);
+void mbarrier_arrive(uint32_t bar, uint32_t tx_bytes);
+bool mbarrier_try_wait_parity(uint32_t bar, uint32_t parity);
+// cp.async.bulk.tensor.3d...mbarrier::complete_tx::bytes with a map made by rl_emu_encode_tensor_map.
+void tma_load_3d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2);
+// bar.sync (wait = true) / bar.arrive (wait = false) id, threads.
+void named_barrier(uint32_t id, uint32_t threads, bool wait);
+// setmaxnreg.{inc,dec}.sync.aligned: checked for a valid count, no other effect.
+void setmaxnreg(int n, bool inc);
 
 }  // namespace rl_emu
 

@@ -1,6 +1,7 @@
 // The CPU emulator's runtime: fibers, the block scheduler, barriers and warp/warpgroup collectives,
-// the models of the PTX instructions in ptx.cuh, and the C entry points the Rust side calls
-// (engine/src/emu.rs). See cuda_emu.h for what it is and what it checks.
+// the models of the SIMT-era PTX instructions in ptx.cuh (cp.async, ldmatrix, mma.sync), and the C entry
+// points the Rust side calls (engine/src/emu.rs). The Hopper instructions are in hopper.cpp and
+// wgmma.cpp. See cuda_emu.h for what it is and what it checks.
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,24 +9,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <deque>
-#include <mutex>
-#include <string>
 #include <thread>
-#include <vector>
 
-#include "cuda_emu.h"
-#include "entries.h"
-
-#if !defined(__x86_64__)
-#include <ucontext.h>
-#endif
+#include "runtime.h"
 
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_layers(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_gemv(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_decode(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_prefill(size_t* n);
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_selftest(size_t* n);
 
 namespace rl_emu {
 
@@ -35,7 +27,6 @@ namespace {
 
 constexpr size_t STACK_BYTES = 256 * 1024;  // per emulated thread; ample for kernels' register arrays
 constexpr size_t PAGE = 4096;
-constexpr int MAX_THREADS = 1024;
 constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // Hopper's per-block limit
 
 // ---- fibers ----------------------------------------------------------------------------------
@@ -80,72 +71,6 @@ rl_emu_trampoline:
 
 }  // namespace
 
-// ---- state -----------------------------------------------------------------------------------
-
-struct Copy {
-    uint32_t dst;
-    const void* src;
-    int bytes, src_size;
-};
-
-enum class Scope { Warp, Warpgroup, Block };
-using Exec = void (*)(Lane* const* lanes, int n);
-
-struct Lane {
-    void* sp = nullptr;
-#if !defined(__x86_64__)
-    ucontext_t uc;
-#endif
-    char* stack = nullptr;
-    unsigned linear = 0;
-    uint3 idx;
-    enum State { Runnable, Waiting, Done } state = Runnable;
-    // Operands of the collective this lane waits at, and its results.
-    uint32_t in[72];
-    uint32_t out[72];
-    uint64_t in64[2];
-    int op[8];
-    // cp.async: the open group, then committed groups oldest first.
-    std::vector<Copy> open;
-    std::deque<std::vector<Copy>> committed;
-    bool wgmma_fenced = false;
-};
-
-struct Group {
-    int arrived = 0, live = 0, first = 0, count = 0;
-    const char* tag = nullptr;
-    Exec exec = nullptr;
-};
-
-struct Launch {
-    const KernelEntry* entry;
-    dim3 grid, block;
-    size_t smem;
-    const void* params;
-    bool reverse;
-    std::atomic<size_t> next_block{0};
-    std::atomic<bool> failed{false};
-    std::mutex error_lock;
-    std::string error;
-};
-
-struct BlockState {
-    Launch* launch;
-    uint3 idx;
-    Lane* lanes;
-    int n;
-    unsigned char* smem;
-    std::vector<Group> warps, warpgroups;
-    Group block;
-    std::vector<Lane*> members = std::vector<Lane*>(MAX_THREADS);  // scratch of complete()
-    void* sched_sp = nullptr;
-#if !defined(__x86_64__)
-    ucontext_t sched_uc;
-#endif
-    bool failed = false;
-    std::string error;
-};
-
 namespace {
 
 void switch_to_lane(BlockState* b, Lane* l) {
@@ -167,6 +92,8 @@ void switch_to_scheduler(BlockState* b, Lane* l) {
 #endif
 }
 
+}  // namespace
+
 std::string where() {
     char buf[160];
     const BlockState* b = current.block;
@@ -184,6 +111,8 @@ std::string format(const char* fmt, ...) {
     va_end(ap);
     return buf;
 }
+
+namespace {
 
 Group& group_of(BlockState* b, Scope scope, unsigned linear) {
     switch (scope) {
@@ -208,6 +137,8 @@ void complete(BlockState* b, Group& g) {
     g.exec = nullptr;
 }
 
+}  // namespace
+
 // Called by a lane at a barrier or a group-wide instruction: waits until every live lane of its
 // group has arrived at the same one; the last to arrive runs `exec` over all of them.
 void collective(Scope scope, const char* tag, Exec exec) {
@@ -223,11 +154,25 @@ void collective(Scope scope, const char* tag, Exec exec) {
                  .c_str());
     }
     me->state = Lane::Waiting;
+    me->wait_kind = WaitKind::Collective;
+    me->wait_tag = tag;
+    me->wait_scope = scope;
     if (++g.arrived == g.live) {
         complete(b, g);
         return;
     }
     switch_to_scheduler(b, me);
+}
+
+void block_lane() {
+    Lane* me = current.lane;
+    me->state = Lane::Waiting;
+    switch_to_scheduler(current.block, me);
+}
+
+void yield_to_released() {
+    if (current.block->released.empty()) return;
+    switch_to_scheduler(current.block, current.lane);
 }
 
 uint16_t half_at(const unsigned char* p) {
@@ -237,8 +182,6 @@ uint16_t half_at(const unsigned char* p) {
 }
 
 float elem_to_f32(Elem e, uint16_t bits) { return e == Elem::Bf16 ? bf16_to_f32(bits) : f16_to_f32(bits); }
-
-}  // namespace
 
 // ---- services the kernels call ------------------------------------------------------------------
 
@@ -264,17 +207,17 @@ uint32_t shared_offset(const void* p) {
     const auto* c = static_cast<const unsigned char*>(p);
     if (c < b->smem || c > b->smem + b->launch->smem)
         fail("__cvta_generic_to_shared of a pointer outside the block's dynamic shared memory");
-    return static_cast<uint32_t>(c - b->smem);
+    return SHARED_BASE + static_cast<uint32_t>(c - b->smem);
 }
 
-// The bytes at shared address `addr`, checked against the launch's dynamic shared memory.
-static unsigned char* shared_at(uint32_t addr, size_t bytes, const char* what) {
+unsigned char* shared_at(uint32_t addr, size_t bytes, const char* what) {
     const BlockState* b = current.block;
-    if ((size_t)addr + bytes > b->launch->smem)
-        fail(format("%s reads/writes shared bytes %u..%zu but the launch has %zu", what, addr, addr + bytes,
-                    b->launch->smem)
+    if (addr < SHARED_BASE || (size_t)(addr - SHARED_BASE) + bytes > b->launch->smem)
+        fail(format("%s reads/writes shared bytes 0x%x..0x%zx but the launch's dynamic shared memory is "
+                    "0x%x..0x%zx",
+                    what, addr, addr + bytes, SHARED_BASE, SHARED_BASE + b->launch->smem)
                  .c_str());
-    return b->smem + addr;
+    return b->smem + (addr - SHARED_BASE);
 }
 
 void sync_block() { collective(Scope::Block, "__syncthreads", nullptr); }
@@ -316,6 +259,7 @@ uint32_t shfl(unsigned mask, uint32_t value, int src_or_xor, bool xor_mode, int 
 void cp_async(uint32_t dst, const void* src, int bytes, int src_size) {
     unsigned char* d = shared_at(dst, bytes, "cp.async");
     if (dst % bytes) fail("cp.async destination not aligned to its size");
+    check_wgmma_operands_untouched(dst, bytes, "cp.async");
     memset(d, 0xff, bytes);
     current.lane->open.push_back({dst, src, bytes, src_size});
 }
@@ -330,7 +274,7 @@ void cp_async_wait_group(int n) {
     Lane* me = current.lane;
     while ((int)me->committed.size() > n) {
         for (const Copy& c : me->committed.front()) {
-            unsigned char* d = current.block->smem + c.dst;
+            unsigned char* d = current.block->smem + (c.dst - SHARED_BASE);
             if (c.src_size > 0) memcpy(d, c.src, c.src_size);
             memset(d + c.src_size, 0, c.bytes - c.src_size);
         }
@@ -415,106 +359,6 @@ float ex2_approx_ftz(float x) {
     return fpclassify(y) == FP_SUBNORMAL ? 0.0f : y;
 }
 
-// ---- wgmma ------------------------------------------------------------------------------------
-
-void wgmma_fence() { current.lane->wgmma_fenced = true; }
-void wgmma_commit_group() {}
-void wgmma_wait_group(int) { current.lane->wgmma_fenced = false; }
-
-namespace {
-
-// A shared-memory matrix descriptor without swizzle: start address, leading (LBO) and stride (SBO) byte
-// offsets, each stored as (bytes >> 4) in 14 bits.
-struct Desc {
-    uint32_t start, lbo, sbo;
-};
-
-Desc decode(uint64_t d) {
-    if (d >> 62) fail("wgmma descriptor with a swizzle mode: only the no-swizzle layout is modelled");
-    if ((d >> 49) & 7) fail("wgmma descriptor with a base offset: not modelled");
-    return {(uint32_t)(d & 0x3fff) << 4, (uint32_t)((d >> 16) & 0x3fff) << 4, (uint32_t)((d >> 32) & 0x3fff) << 4};
-}
-
-// Byte address of element (mn, k) of a 16-bit operand in the canonical no-swizzle layouts (8 x 16-byte
-// core matrices): K-major ((8,m),(8,2)):((8 elems, SBO),(1, LBO)); MN-major ((8,m),(8,2)):((1, SBO),(8 elems, LBO)).
-uint32_t element_addr(const Desc& d, bool mn_major, int mn, int k) {
-    if (!mn_major) return d.start + (mn / 8) * d.sbo + (k / 8) * d.lbo + (mn % 8) * 16 + (k % 8) * 2;
-    return d.start + (mn / 8) * d.sbo + (k / 8) * d.lbo + (k % 8) * 16 + (mn % 8) * 2;
-}
-
-}  // namespace
-
-// wgmma.mma_async.sync.aligned.m64n{N}k16.f32: warp w of the warpgroup owns rows 16w .. 16w+15 of D, as
-// the m16n8 C layout repeated over N/8 column tiles (d[4j + r]: row g + 8 (r / 2), column 8j + 2t + r % 2);
-// A from registers uses the m16n8k16 A layout per warp. Computed at issue (the emulated tensor core is
-// synchronous); wgmma.fence must come first.
-void wgmma(Elem elem, int n, float* d, uint64_t a_desc, const uint32_t* a_regs, uint64_t b_desc, bool scale_d,
-           int scale_a, int scale_b, int trans_a, int trans_b) {
-    Lane* me = current.lane;
-    if (!me->wgmma_fenced) fail("wgmma.mma_async without a wgmma.fence since the last wait_group");
-    if (n != 64 && n != 128) fail("wgmma: only N = 64 and 128 are modelled");
-    memcpy(me->in, d, n / 2 * 4);
-    if (a_regs) memcpy(me->in + 64, a_regs, 16);
-    me->in64[0] = a_desc;
-    me->in64[1] = b_desc;
-    const int op[8] = {(int)elem, n, a_regs != nullptr, scale_d, scale_a, scale_b, trans_a, trans_b};
-    memcpy(me->op, op, sizeof op);
-    collective(Scope::Warpgroup, "wgmma.mma_async", [](Lane* const* l, int count) {
-        if (count != 128) fail(format("wgmma with %d of 128 warpgroup lanes (the others exited)", count).c_str());
-        const int* op = l[0]->op;
-        const Elem e = (Elem)op[0];
-        const int N = op[1];
-        const bool a_in_regs = op[2];
-        for (int i = 1; i < 128; ++i)
-            if (memcmp(l[i]->op, op, sizeof l[i]->op) || l[i]->in64[1] != l[0]->in64[1] ||
-                (!a_in_regs && l[i]->in64[0] != l[0]->in64[0]))
-                fail("wgmma lanes of one warpgroup disagree on the shape, flags or descriptors");
-        static thread_local float A[64][16], B[16][128], D[64][128];
-        if (a_in_regs) {
-            for (int i = 0; i < 128; ++i) {
-                const int w = i / 32, g = (i % 32) / 4, t = i % 4;
-                const uint32_t* r = l[i]->in + 64;
-                for (int h = 0; h < 2; ++h) {
-                    A[16 * w + g][2 * t + h] = elem_to_f32(e, (uint16_t)(r[0] >> 16 * h));
-                    A[16 * w + g + 8][2 * t + h] = elem_to_f32(e, (uint16_t)(r[1] >> 16 * h));
-                    A[16 * w + g][2 * t + 8 + h] = elem_to_f32(e, (uint16_t)(r[2] >> 16 * h));
-                    A[16 * w + g + 8][2 * t + 8 + h] = elem_to_f32(e, (uint16_t)(r[3] >> 16 * h));
-                }
-            }
-        } else {
-            const Desc da = decode(l[0]->in64[0]);
-            for (int m = 0; m < 64; ++m)
-                for (int k = 0; k < 16; ++k)
-                    A[m][k] = elem_to_f32(e, half_at(shared_at(element_addr(da, op[6], m, k), 2, "wgmma A")));
-        }
-        const Desc db = decode(l[0]->in64[1]);
-        for (int k = 0; k < 16; ++k)
-            for (int col = 0; col < N; ++col)
-                B[k][col] = elem_to_f32(e, half_at(shared_at(element_addr(db, op[7], col, k), 2, "wgmma B")));
-        for (int i = 0; i < 128; ++i) {
-            const int w = i / 32, g = (i % 32) / 4, t = i % 4;
-            for (int x = 0; x < N / 2; ++x) {
-                const int j = x / 4, r = x % 4;
-                D[16 * w + g + 8 * (r / 2)][8 * j + 2 * t + r % 2] = op[3] ? bits_to_f32(l[i]->in[x]) : 0.0f;
-            }
-        }
-        for (int m = 0; m < 64; ++m)
-            for (int col = 0; col < N; ++col) {
-                float acc = D[m][col];
-                for (int k = 0; k < 16; ++k) acc += (op[4] * A[m][k]) * (op[5] * B[k][col]);
-                D[m][col] = acc;
-            }
-        for (int i = 0; i < 128; ++i) {
-            const int w = i / 32, g = (i % 32) / 4, t = i % 4;
-            for (int x = 0; x < N / 2; ++x) {
-                const int j = x / 4, r = x % 4;
-                l[i]->out[x] = f32_to_bits(D[16 * w + g + 8 * (r / 2)][8 * j + 2 * t + r % 2]);
-            }
-        }
-    });
-    memcpy(d, me->out, n / 2 * 4);
-}
-
 // ---- the scheduler ----------------------------------------------------------------------------
 
 namespace {
@@ -525,6 +369,8 @@ void lane_exit(BlockState* b, Lane* me) {
     size_t pending = me->open.size();
     for (const auto& g : me->committed) pending += g.size();
     if (pending) fail(format("exited with %zu cp.async copies never waited for", pending).c_str());
+    const std::string wgmma = wgmma_lane_exit(*b, *me);
+    if (!wgmma.empty()) fail(wgmma.c_str());
     me->state = Lane::Done;
     const Scope scopes[3] = {Scope::Warp, Scope::Warpgroup, Scope::Block};
     for (Scope s : scopes) {
@@ -548,6 +394,32 @@ extern "C" void rl_emu_lane_main(Lane* me) {
 }
 
 namespace {
+
+// Each waiting thread and what it waits for, runs of consecutive threads waiting for the same thing
+// merged ("threads 128-255: mbarrier 0x... parity 0 (...)"), cut to fit a one-line error.
+std::string deadlock_report(const BlockState& b) {
+    std::string out, run;
+    int first = -1, last = -1;
+    const auto flush = [&] {
+        if (first < 0) return;
+        out += first == last ? format(" thread %d: ", first) : format(" threads %d-%d: ", first, last);
+        out += run + ";";
+    };
+    for (int i = 0; i < b.n; ++i) {
+        if (b.lanes[i].state != Lane::Waiting) continue;
+        const std::string d = describe_wait(b, b.lanes[i]);
+        if (first >= 0 && d == run && last == i - 1) {
+            last = i;
+            continue;
+        }
+        flush();
+        first = last = i;
+        run = d;
+    }
+    flush();
+    if (out.size() > 400) out = out.substr(0, 397) + "...";
+    return out;
+}
 
 #if !defined(__x86_64__)
 void lane_entry_ucontext(unsigned lo, unsigned hi) {
@@ -589,6 +461,7 @@ struct Worker {
         l.open.clear();
         l.committed.clear();
         l.wgmma_fenced = false;
+        l.wait_kind = WaitKind::None;
 #if defined(__x86_64__)
         // Initial frame for rl_emu_switch: six saved registers (r12 = the lane) then the trampoline as the
         // return address; the trampoline's call then sees the ABI's 16-byte stack alignment.
@@ -624,6 +497,7 @@ struct Worker {
         for (int w = 0; w * 128 < n; ++w)
             b.warpgroups.push_back({0, std::min(128, n - 128 * w), 128 * w, std::min(128, n - 128 * w)});
         b.block = {0, n, 0, n};
+        b.wgmma.resize(b.warpgroups.size());
         for (int i = 0; i < n; ++i) init_lane(lanes[i], L.block, i);
 
         current = Current{};
@@ -638,18 +512,29 @@ struct Worker {
                 if (l.state == Lane::Runnable) {
                     ran = true;
                     switch_to_lane(&b, &l);
+                    // Threads an mbarrier phase released go first, in the order released.
+                    for (size_t r = 0; r < b.released.size() && !b.failed; ++r)
+                        if (lanes[b.released[r]].state == Lane::Runnable) switch_to_lane(&b, &lanes[b.released[r]]);
+                    b.released.clear();
                 }
                 if (l.state != Lane::Done) all_done = false;
             }
-            if (b.failed || all_done) break;
-            if (!ran) {
-                std::string waits;
-                for (int i = 0; i < n && waits.size() < 200; ++i)
-                    if (lanes[i].state == Lane::Waiting)
-                        waits += format(" %d@%s", i, group_of(&b, Scope::Block, i).arrived ? "__syncthreads" : "a warp op");
+            if (b.failed) break;
+            if (all_done) {
+                const std::string end = mbarrier_block_end(b);
+                if (!end.empty()) {
+                    b.failed = true;
+                    b.error = format("kernel `%s` block (%u,%u,%u): ", L.entry->name, b.idx.x, b.idx.y, b.idx.z) + end;
+                }
+                break;
+            }
+            // Nothing ran: the TMA copies that waiting threads poll for land now (as late as they can),
+            // else the block is deadlocked.
+            if (!ran && !wake_tma_waiters(b)) {
                 b.failed = true;
-                b.error = format("kernel `%s` block (%u,%u,%u): deadlock, every live thread waits:%s", L.entry->name,
-                                 b.idx.x, b.idx.y, b.idx.z, waits.c_str());
+                b.error = format("kernel `%s` block (%u,%u,%u): deadlock, every live thread waits:", L.entry->name,
+                                 b.idx.x, b.idx.y, b.idx.z) +
+                          deadlock_report(b);
             }
         }
         current = Current{};
@@ -665,7 +550,7 @@ struct Worker {
 const KernelEntry* find_entry(const char* name) {
     using Table = const KernelEntry* (*)(size_t*);
     const Table tables[] = {rl_emu_entries_layers, rl_emu_entries_gemv, rl_emu_entries_attention_decode,
-                            rl_emu_entries_attention_prefill};
+                            rl_emu_entries_attention_prefill, rl_emu_entries_selftest};
     for (Table t : tables) {
         size_t n = 0;
         const KernelEntry* e = t(&n);

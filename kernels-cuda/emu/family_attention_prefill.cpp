@@ -11,4 +11,6 @@ ROOFLAB_EMU_FAMILY(attention_prefill, ROOFLAB_EMU_ENTRY(attn_prefill_naive_score
                    ROOFLAB_EMU_ENTRY(attn_prefill_flash_bf16_hd128), ROOFLAB_EMU_ENTRY(attn_prefill_flash_f16_hd64),
                    ROOFLAB_EMU_ENTRY(attn_prefill_flash_f16_hd128), ROOFLAB_EMU_ENTRY(attn_prefill_wgmma_bf16_hd64),
                    ROOFLAB_EMU_ENTRY(attn_prefill_wgmma_bf16_hd128), ROOFLAB_EMU_ENTRY(attn_prefill_wgmma_f16_hd64),
-                   ROOFLAB_EMU_ENTRY(attn_prefill_wgmma_f16_hd128))
+                   ROOFLAB_EMU_ENTRY(attn_prefill_wgmma_f16_hd128),
+                   ROOFLAB_EMU_ENTRY(attn_prefill_tma_bf16_hd64), ROOFLAB_EMU_ENTRY(attn_prefill_tma_bf16_hd128),
+                   ROOFLAB_EMU_ENTRY(attn_prefill_tma_f16_hd64), ROOFLAB_EMU_ENTRY(attn_prefill_tma_f16_hd128))

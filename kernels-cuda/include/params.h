@@ -191,6 +191,24 @@ typedef struct AttnPrefillParams {
     unsigned int pad0;
 } AttnPrefillParams;
 
+/* A TMA tensor map: CUDA's CUtensorMap (128 opaque bytes, 64-byte aligned), encoded on the host by
+ * cuTensorMapEncodeTiled (or the CPU emulator's encoder) for one device buffer, and read by the TMA unit
+ * from the kernel's parameter space (the kernel takes its parameters as `const __grid_constant__`). */
+typedef struct __attribute__((aligned(64))) RlTensorMap {
+    unsigned long long opaque[16];
+} RlTensorMap;
+
+/* The TMA prefill kernel (attn_prefill_tma_*): the same parameters plus one tensor map per operand it
+ * loads with TMA, each a 3-D view {head_dim, heads, rows} (innermost first) of its buffer with 128-byte
+ * swizzled boxes of {64, 1, rows per tile}. `q` is unused (zero) when p.q_f32 (the kernel stages f32
+ * queries itself). */
+typedef struct __attribute__((aligned(64))) AttnPrefillTmaParams {
+    AttnPrefillParams p;
+    RlTensorMap q; /* q [total_q][num_heads][head_dim] */
+    RlTensorMap k; /* k [rows][num_kv_heads][head_dim] */
+    RlTensorMap v; /* v, same layout as k */
+} AttnPrefillTmaParams;
+
 /* ---- layout pins ---------------------------------------------------------------------------- */
 
 ROOFLAB_STATIC_ASSERT(sizeof(EmbeddingParams) == 40, "EmbeddingParams size");
@@ -238,5 +256,10 @@ ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, q_offsets) == 64, "AttnPrefill
 ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, batch) == 80, "AttnPrefillParams.batch");
 ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, causal) == 104, "AttnPrefillParams.causal");
 ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillParams, scale) == 120, "AttnPrefillParams.scale");
+
+ROOFLAB_STATIC_ASSERT(sizeof(RlTensorMap) == 128, "RlTensorMap size");
+ROOFLAB_STATIC_ASSERT(sizeof(AttnPrefillTmaParams) == 512, "AttnPrefillTmaParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillTmaParams, q) == 128, "AttnPrefillTmaParams.q");
+ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillTmaParams, v) == 384, "AttnPrefillTmaParams.v");
 
 #endif /* ROOFLAB_PARAMS_H */

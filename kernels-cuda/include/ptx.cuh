@@ -44,6 +44,14 @@ __device__ __forceinline__ void register_fence(float& r) {
 #endif
 }
 
+__device__ __forceinline__ void register_fence(uint32_t& r) {
+#ifndef ROOFLAB_EMU
+    asm volatile("" : "+r"(r)::"memory");
+#else
+    (void)r;
+#endif
+}
+
 #ifndef ROOFLAB_EMU
 
 // ---- asynchronous copies (sm_80+) --------------------------------------------------------------
@@ -122,6 +130,75 @@ __device__ __forceinline__ void fence_proxy_async_shared_cta() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+__device__ __forceinline__ void wgmma_wait_group_1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
+
+// ---- mbarriers (sm_90): arrival counts plus a transaction (byte) count per phase ----------------
+
+// mbarrier.init.shared::cta.b64 [bar], count: phase 0, `count` arrivals expected per phase.
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes the initialised mbarriers visible to the other threads and to the async proxy (TMA).
+__device__ __forceinline__ void fence_mbarrier_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// mbarrier.arrive.shared::cta.b64 _, [bar]: one arrival (release semantics).
+__device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// mbarrier.arrive.expect_tx.shared::cta.b64 _, [bar], bytes: expect `bytes` more of this phase's
+// transactions (TMA copies completing on it), then one arrival.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// mbarrier.try_wait.parity.shared::cta.b64 p, [bar], parity: true once the phase of parity `parity`
+// has completed (acquire semantics); false after a hardware-chosen time limit, so callers loop.
+__device__ __forceinline__ bool mbarrier_try_wait_parity(uint32_t bar, uint32_t parity) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+
+// ---- TMA (sm_90) --------------------------------------------------------------------------------
+
+// cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+//     [dst], [map, {c0, c1, c2}], [bar]:
+// the box of the tensor map at coordinates (c0 innermost) copied to shared memory at `dst`, laid out
+// (and swizzled) as the map says; elements outside the tensor read as zero; the whole box's bytes
+// complete on `bar`. `map` is the generic address of a __grid_constant__ kernel parameter.
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+        "[%5];\n" ::"r"(dst),
+        "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+        : "memory");
+}
+
+// ---- named barriers and register reallocation ---------------------------------------------------
+
+// bar.sync id, threads: waits until `threads` (a multiple of 32) have arrived at barrier `id`.
+__device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// bar.arrive id, threads: counts this warp's threads at barrier `id` without waiting.
+__device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// setmaxnreg.{inc,dec}.sync.aligned.u32 N: the warpgroup's per-thread register budget becomes N
+// (every warp of the warpgroup executes it).
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
 // wgmma.mma_async, once per element type (operand lists written out by a generator). The shapes used:
 //   ss_n128: m64n128k16, A and B from shared memory (descriptors), scale-d = accumulate,
 //            imm-scale-a 1, imm-scale-b 1, imm-trans-a 0, imm-trans-b 0;
@@ -187,6 +264,33 @@ __device__ __forceinline__ void wgmma_fence() { rl_emu::wgmma_fence(); }
 __device__ __forceinline__ void wgmma_commit_group() { rl_emu::wgmma_commit_group(); }
 __device__ __forceinline__ void wgmma_wait_group_0() { rl_emu::wgmma_wait_group(0); }
 __device__ __forceinline__ void fence_proxy_async_shared_cta() {}
+__device__ __forceinline__ void wgmma_wait_group_1() { rl_emu::wgmma_wait_group(1); }
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) { rl_emu::mbarrier_init(bar, count); }
+__device__ __forceinline__ void fence_mbarrier_init() {}
+__device__ __forceinline__ void mbarrier_arrive(uint32_t bar) { rl_emu::mbarrier_arrive(bar, 0); }
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+    rl_emu::mbarrier_arrive(bar, bytes);
+}
+__device__ __forceinline__ bool mbarrier_try_wait_parity(uint32_t bar, uint32_t parity) {
+    return rl_emu::mbarrier_try_wait_parity(bar, parity);
+}
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2) {
+    rl_emu::tma_load_3d(dst, map, bar, c0, c1, c2);
+}
+__device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t threads) {
+    rl_emu::named_barrier(id, threads, true);
+}
+__device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t threads) {
+    rl_emu::named_barrier(id, threads, false);
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+    rl_emu::setmaxnreg(N, true);
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+    rl_emu::setmaxnreg(N, false);
+}
 
 #define WGMMA_WRAPPERS(T, ELEM)                                                                           \
     __device__ __forceinline__ void wgmma_ss_n128_##T(float* d, uint64_t a, uint64_t b, int accumulate) { \

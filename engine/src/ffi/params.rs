@@ -142,3 +142,36 @@ pub struct AttnPrefillParams {
     pub scale: f32,
     pub pad0: ::core::ffi::c_uint,
 }
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct RlTensorMap {
+    pub opaque: [::core::ffi::c_ulonglong; 16usize],
+}
+impl Default for RlTensorMap {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct AttnPrefillTmaParams {
+    pub p: AttnPrefillParams,
+    pub q: RlTensorMap,
+    pub k: RlTensorMap,
+    pub v: RlTensorMap,
+}
+impl Default for AttnPrefillTmaParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! not, any GQA ratio, a query offset into the keys for chunked prefill, optional LSE), with K/V in
 //! FlashAttention's varlen layout or in the model's contiguous cache.
 //!
-//! [`flash`] is the fast kernel (FlashAttention-2 structure on tensor cores); [`naive_materialised`]
+//! [`flash`] is the fast kernel (on Hopper the FlashAttention-3 structure: TMA, warp specialisation,
+//! wgmma; elsewhere FlashAttention-2 on mma.sync); [`naive_materialised`]
 //! (S in global memory, softmax, P·V), [`naive_row`] (one thread per query row) and [`tiled`] (SIMT
 //! tiles) are the baselines it is measured against. All share [`PrefillIo`] and [`PrefillShape`];
 //! [`plan`] is the launch configuration of each, a pure function tested without a GPU.
@@ -18,9 +19,12 @@
 
 use half::{bf16, f16};
 
+use cudarc::driver::DeviceRepr;
+
+use super::tma::{RlTensorMap, TensorMap3d};
 use super::{as_u32, check_attention_heads, DevSpan, Launcher, ATTENTION_PREFILL};
 use crate::cuda::grid;
-use crate::ffi::params::AttnPrefillParams;
+use crate::ffi::params::{AttnPrefillParams, AttnPrefillTmaParams};
 use crate::{Error, Result};
 
 /// Element type of q, k, v and out (q and out may also be f32).
@@ -162,9 +166,13 @@ impl PrefillShape {
 /// The implementations, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefillKernel {
-    /// The fast kernel for this GPU: [`PrefillKernel::FlashWgmma`] on Hopper (sm_90a PTX), else
-    /// [`PrefillKernel::FlashMma`]; `ROOFLAB_PREFILL_FLASH=mma` (or `wgmma`) overrides the choice.
+    /// The fast kernel for this GPU: [`PrefillKernel::FlashTma`] on Hopper (sm_90a PTX), else
+    /// [`PrefillKernel::FlashMma`]; `ROOFLAB_PREFILL_FLASH=mma` (or `wgmma`, `tma`) overrides the choice.
     Flash,
+    /// FlashAttention-3 structure (v4), Hopper only: a producer warpgroup loads Q, K and V with TMA
+    /// into an mbarrier-guarded ring of stages, two consumer warpgroups run wgmma and the softmax in
+    /// ping-pong. Written and emulated without a GPU: see kernels-cuda/notes/attention_prefill.md.
+    FlashTma,
     /// FlashAttention-2 structure on mma.sync tensor cores (v2), every GPU from sm_80 on.
     FlashMma,
     /// Warpgroup MMA (wgmma) from shared memory, 2 warpgroups per block (v3), Hopper only.
@@ -179,8 +187,9 @@ pub enum PrefillKernel {
 }
 
 impl PrefillKernel {
-    pub const ALL: [PrefillKernel; 6] = [
+    pub const ALL: [PrefillKernel; 7] = [
         PrefillKernel::Flash,
+        PrefillKernel::FlashTma,
         PrefillKernel::FlashMma,
         PrefillKernel::FlashWgmma,
         PrefillKernel::Tiled,
@@ -191,6 +200,7 @@ impl PrefillKernel {
     pub fn name(self) -> &'static str {
         match self {
             PrefillKernel::Flash => "flash",
+            PrefillKernel::FlashTma => "flash_tma",
             PrefillKernel::FlashMma => "flash_mma",
             PrefillKernel::FlashWgmma => "flash_wgmma",
             PrefillKernel::Tiled => "tiled",
@@ -201,11 +211,12 @@ impl PrefillKernel {
 
     /// Whether this implementation runs with the PTX set `arch` (`sm_90a` or `sm_80`).
     pub fn available(self, arch: &str) -> bool {
-        self != PrefillKernel::FlashWgmma || arch == "sm_90a"
+        !matches!(self, PrefillKernel::FlashWgmma | PrefillKernel::FlashTma) || arch == "sm_90a"
     }
 }
 
-/// Environment variable that picks the fast kernel behind [`PrefillKernel::Flash`]: `mma` or `wgmma`.
+/// Environment variable that picks the fast kernel behind [`PrefillKernel::Flash`]: `mma`, `wgmma` or
+/// `tma`.
 pub const FLASH_CHOICE_ENV: &str = "ROOFLAB_PREFILL_FLASH";
 
 /// The concrete kernel [`PrefillKernel::Flash`] stands for with the PTX set `arch` and an optional
@@ -215,10 +226,11 @@ pub fn resolve(kernel: PrefillKernel, arch: &str, choice: Option<&str>) -> Resul
     let resolved = match (kernel, choice) {
         (PrefillKernel::Flash, Some("mma")) => PrefillKernel::FlashMma,
         (PrefillKernel::Flash, Some("wgmma")) => PrefillKernel::FlashWgmma,
+        (PrefillKernel::Flash, Some("tma")) => PrefillKernel::FlashTma,
         (PrefillKernel::Flash, Some(other)) if !other.is_empty() => {
-            return Err(Error::Invalid(format!("{FLASH_CHOICE_ENV}={other:?}: expected mma or wgmma")))
+            return Err(Error::Invalid(format!("{FLASH_CHOICE_ENV}={other:?}: expected mma, wgmma or tma")))
         }
-        (PrefillKernel::Flash, _) if arch == "sm_90a" => PrefillKernel::FlashWgmma,
+        (PrefillKernel::Flash, _) if arch == "sm_90a" => PrefillKernel::FlashTma,
         (PrefillKernel::Flash, _) => PrefillKernel::FlashMma,
         (other, _) => other,
     };
@@ -241,12 +253,15 @@ pub struct Launch {
     pub shared_bytes: u32,
 }
 
-/// Query rows per block of both flash kernels (mma: 4 warps x 32 rows; wgmma: 2 warpgroups x 64 rows).
+/// Query rows per block of the flash kernels (mma: 4 warps x 32 rows; wgmma and TMA: 2 warpgroups x 64
+/// rows).
 pub const FLASH_BLOCK_M: usize = 128;
 const FLASH_THREADS: u32 = 128;
 const WGMMA_THREADS: u32 = 256;
-/// Keys per K/V tile of the wgmma kernel (two stages of K and V are kept in shared memory).
+/// Keys per K/V tile of the wgmma and TMA kernels.
 const WGMMA_BLOCK_N: usize = 128;
+/// The TMA kernel: a producer and two consumer warpgroups.
+const TMA_THREADS: u32 = 384;
 /// Shared-memory rows are padded by this many elements (bank-conflict-free ldmatrix).
 const FLASH_PAD: usize = 8;
 /// Shared memory a block may use without raising the function's limit.
@@ -278,6 +293,15 @@ pub fn wgmma_shared_bytes(head_dim: usize) -> usize {
     (FLASH_BLOCK_M + 4 * WGMMA_BLOCK_N) * head_dim * 2
 }
 
+/// Dynamic shared memory of the TMA kernel (tma::Layout in the .cu file): the Q tile, K and V tiles
+/// for each stage of the ring (2 stages at D=128, 3 at D=64), 8 bytes per mbarrier (2 + 3 per stage),
+/// and 1024 bytes of slack to align the tiles to the 128-byte swizzle's 1024-byte pattern.
+pub fn tma_shared_bytes(head_dim: usize) -> usize {
+    let stages = if head_dim == 128 { 2 } else { 3 };
+    let tile = WGMMA_BLOCK_N * head_dim * 2;
+    1024 + FLASH_BLOCK_M * head_dim * 2 + 2 * stages * tile + (2 + 3 * stages) * 8
+}
+
 /// f32 elements of the materialising baseline's score scratch: `[total_q][num_heads][max_kv_len]`.
 pub fn scores_len(s: &PrefillShape) -> usize {
     s.total_q * s.num_heads * s.max_kv_len
@@ -289,6 +313,15 @@ fn wgmma_entry(elem: Elem, head_dim: usize) -> &'static str {
         (Elem::Bf16, _) => "attn_prefill_wgmma_bf16_hd128",
         (Elem::F16, 64) => "attn_prefill_wgmma_f16_hd64",
         (Elem::F16, _) => "attn_prefill_wgmma_f16_hd128",
+    }
+}
+
+fn tma_entry(elem: Elem, head_dim: usize) -> &'static str {
+    match (elem, head_dim) {
+        (Elem::Bf16, 64) => "attn_prefill_tma_bf16_hd64",
+        (Elem::Bf16, _) => "attn_prefill_tma_bf16_hd128",
+        (Elem::F16, 64) => "attn_prefill_tma_f16_hd64",
+        (Elem::F16, _) => "attn_prefill_tma_f16_hd128",
     }
 }
 
@@ -323,6 +356,11 @@ pub fn plan(kernel: PrefillKernel, elem: Elem, s: &PrefillShape) -> Result<Vec<L
             let shared = as_u32("wgmma shared memory", wgmma_shared_bytes(s.head_dim))?;
             let grid = (blocks(FLASH_BLOCK_M, "flash query blocks")?, heads, batch);
             vec![launch(wgmma_entry(elem, s.head_dim), grid, WGMMA_THREADS, shared)]
+        }
+        PrefillKernel::FlashTma => {
+            let shared = as_u32("TMA kernel shared memory", tma_shared_bytes(s.head_dim))?;
+            let grid = (blocks(FLASH_BLOCK_M, "flash query blocks")?, heads, batch);
+            vec![launch(tma_entry(elem, s.head_dim), grid, TMA_THREADS, shared)]
         }
         PrefillKernel::Tiled => {
             let entry = if s.head_dim == 64 { "attn_prefill_tiled_hd64" } else { "attn_prefill_tiled_hd128" };
@@ -363,7 +401,7 @@ fn check_shape(s: &PrefillShape) -> Result<()> {
 }
 
 /// Checks every buffer against the shapes and builds the kernel parameters.
-fn params(io: &PrefillIo, s: &PrefillShape, scores: Option<DevSpan<f32>>) -> Result<(AttnPrefillParams, Elem)> {
+fn params(io: &PrefillIo, s: &PrefillShape, scores: Option<DevSpan<f32>>) -> Result<(AttnPrefillParams, Elem, usize)> {
     check_shape(s)?;
     let elem = match (io.k.elem(), io.v.elem()) {
         (Some(k), Some(v)) if k == v => k,
@@ -453,7 +491,35 @@ fn params(io: &PrefillIo, s: &PrefillShape, scores: Option<DevSpan<f32>>) -> Res
         scale: s.scale,
         pad0: 0,
     };
-    Ok((p, elem))
+    Ok((p, elem, kv_rows))
+}
+
+/// The TMA kernel's parameters: `p` plus the tensor maps of q (unless f32), k and v, each a
+/// `{head_dim, heads, rows}` view with 128-row boxes. A buffer with no rows (an empty batch of keys)
+/// gets a zeroed map: no tile of it is ever loaded.
+fn tma_params(
+    k: &impl Launcher,
+    io: &PrefillIo,
+    s: &PrefillShape,
+    p: AttnPrefillParams,
+    kv_rows: usize,
+) -> Result<AttnPrefillTmaParams> {
+    let map = |addr: u64, rows: usize, heads: usize| -> Result<RlTensorMap> {
+        if rows == 0 {
+            return Ok(RlTensorMap::default());
+        }
+        k.tensor_map(&TensorMap3d::heads(addr, rows, heads, s.head_dim, WGMMA_BLOCK_N as u32))
+    };
+    let q = match io.q {
+        Operand::F32(_) => RlTensorMap::default(),
+        q => map(q.addr(), s.total_q, s.num_heads)?,
+    };
+    Ok(AttnPrefillTmaParams {
+        p,
+        q,
+        k: map(io.k.addr(), kv_rows, s.num_kv_heads)?,
+        v: map(io.v.addr(), kv_rows, s.num_kv_heads)?,
+    })
 }
 
 fn expect_len(what: &str, op: Operand, needed: usize) -> Result<()> {
@@ -475,17 +541,30 @@ pub fn run(
     if kernel == PrefillKernel::NaiveMaterialised && scores.is_none() {
         return Err(Error::Invalid("the materialising prefill baseline needs a score scratch buffer".into()));
     }
-    let (p, elem) = params(io, s, scores)?;
+    let (p, elem, kv_rows) = params(io, s, scores)?;
     let choice = std::env::var(FLASH_CHOICE_ENV).ok();
     let kernel = resolve(kernel, k.arch(), choice.as_deref())?;
-    for l in plan(kernel, elem, s)? {
+    let launches = plan(kernel, elem, s)?;
+    if kernel == PrefillKernel::FlashTma && !launches.is_empty() {
+        let tp = tma_params(k, io, s, p, kv_rows)?;
+        // SAFETY: every span was checked against the shapes in `params`; the maps view those spans.
+        return unsafe { launch_all(k, &launches, tp) };
+    }
+    // SAFETY: every span was checked against the shapes in `params`.
+    unsafe { launch_all(k, &launches, p) }
+}
+
+/// # Safety
+/// Every address in `params` was checked against the shapes the launches were planned for.
+unsafe fn launch_all<P: DeviceRepr + Copy>(k: &impl Launcher, launches: &[Launch], params: P) -> Result<()> {
+    for l in launches {
         if l.shared_bytes > DEFAULT_SHARED_LIMIT {
             k.allow_dynamic_shared(ATTENTION_PREFILL, l.entry, l.shared_bytes)?;
         }
         let mut config = grid(l.grid, l.threads);
         config.shared_mem_bytes = l.shared_bytes;
-        // SAFETY: every span was checked against the shapes in `params`.
-        unsafe { k.launch(ATTENTION_PREFILL, l.entry, config, p)? }
+        // SAFETY: forwarded to the caller.
+        unsafe { k.launch(ATTENTION_PREFILL, l.entry, config, params)? }
     }
     Ok(())
 }
@@ -555,9 +634,11 @@ mod tests {
     }
 
     #[test]
-    fn hopper_gets_the_wgmma_kernel_unless_told_otherwise() {
+    fn hopper_gets_the_tma_kernel_unless_told_otherwise() {
         use PrefillKernel::*;
-        assert_eq!(resolve(Flash, "sm_90a", None).unwrap(), FlashWgmma);
+        assert_eq!(resolve(Flash, "sm_90a", None).unwrap(), FlashTma);
+        assert_eq!(resolve(Flash, "sm_90a", Some("wgmma")).unwrap(), FlashWgmma);
+        assert!(resolve(FlashTma, "sm_80", None).is_err());
         assert_eq!(resolve(Flash, "sm_90a", Some("mma")).unwrap(), FlashMma);
         assert_eq!(resolve(Flash, "sm_80", None).unwrap(), FlashMma);
         assert_eq!(resolve(Flash, "sm_80", Some("")).unwrap(), FlashMma);
@@ -575,6 +656,19 @@ mod tests {
             plan(FlashWgmma, Elem::F16, &shape(1, 4, 4, 64, 3, 3)).unwrap()[0].entry,
             "attn_prefill_wgmma_f16_hd64"
         );
+    }
+
+    #[test]
+    fn the_tma_kernel_has_three_warpgroups_and_fits_the_h100s_shared_memory() {
+        use PrefillKernel::FlashTma;
+        let l = plan(FlashTma, Elem::Bf16, &shape(2, 32, 8, 128, 1000, 1000)).unwrap();
+        assert_eq!((l[0].entry, l[0].grid, l[0].threads), ("attn_prefill_tma_bf16_hd128", (8, 32, 2), 384));
+        // Q 32 KB + 2 stages x (K 32 KB + V 32 KB) + 8 mbarriers + 1 KB alignment slack.
+        assert_eq!(l[0].shared_bytes as usize, 1024 + 32768 + 4 * 32768 + 8 * 8);
+        // D = 64: Q 16 KB + 3 stages x 32 KB + 11 mbarriers + slack.
+        assert_eq!(tma_shared_bytes(64), 1024 + 16384 + 6 * 16384 + 11 * 8);
+        assert!(tma_shared_bytes(128) <= 227 << 10 && tma_shared_bytes(64) <= 227 << 10);
+        assert_eq!(plan(FlashTma, Elem::F16, &shape(1, 4, 4, 64, 3, 3)).unwrap()[0].entry, "attn_prefill_tma_f16_hd64");
     }
 
     #[test]

@@ -10,16 +10,18 @@ pub mod attention_decode;
 pub mod attention_prefill;
 pub mod gemv;
 pub mod layers;
+pub mod tma;
 
-use cudarc::driver::sys::CUfunction_attribute;
+use cudarc::driver::sys::{self as cu, CUfunction_attribute};
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use crate::cuda::{self, CudaResultExt, GpuContext, ModuleRegistry};
 use crate::ffi::params::{
-    AttnDecodeParams, AttnPrefillParams, CastParams, EmbeddingParams, GemmParams, GemvParams, KvAppendParams,
-    ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
+    AttnDecodeParams, AttnPrefillParams, AttnPrefillTmaParams, CastParams, EmbeddingParams, GemmParams, GemvParams,
+    KvAppendParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
 };
 use crate::{Error, Result};
+use tma::{RlTensorMap, TensorMap3d};
 
 pub use crate::cuda::DevSpan;
 
@@ -36,6 +38,8 @@ unsafe impl DeviceRepr for GemvParams {}
 unsafe impl DeviceRepr for GemmParams {}
 unsafe impl DeviceRepr for AttnDecodeParams {}
 unsafe impl DeviceRepr for AttnPrefillParams {}
+// SAFETY: as above; the tensor maps are opaque 128-byte, 64-byte aligned blocks (CUtensorMap).
+unsafe impl DeviceRepr for AttnPrefillTmaParams {}
 
 /// Size and alignment of one by-value kernel parameter, as the Rust type has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,10 @@ pub static ENTRIES: &[KernelAbi] = &[
     kernel!("attention_prefill", "attn_prefill_wgmma_bf16_hd128", AttnPrefillParams),
     kernel!("attention_prefill", "attn_prefill_wgmma_f16_hd64", AttnPrefillParams),
     kernel!("attention_prefill", "attn_prefill_wgmma_f16_hd128", AttnPrefillParams),
+    kernel!("attention_prefill", "attn_prefill_tma_bf16_hd64", AttnPrefillTmaParams),
+    kernel!("attention_prefill", "attn_prefill_tma_bf16_hd128", AttnPrefillTmaParams),
+    kernel!("attention_prefill", "attn_prefill_tma_f16_hd64", AttnPrefillTmaParams),
+    kernel!("attention_prefill", "attn_prefill_tma_f16_hd128", AttnPrefillTmaParams),
 ];
 
 /// Every engine kernel, loaded (PTX JIT-compiled) on one GPU.
@@ -138,6 +146,9 @@ pub trait Launcher {
     /// # Safety
     /// Same contract as [`cuda::launch`]: the caller has checked every address and shape in `params`.
     unsafe fn launch<P: DeviceRepr>(&self, module: &str, entry: &str, config: LaunchConfig, params: P) -> Result<()>;
+
+    /// Encodes the TMA tensor map of `map` (checked first) for a kernel parameter.
+    fn tensor_map(&self, map: &TensorMap3d) -> Result<RlTensorMap>;
 }
 
 impl Launcher for Kernels {
@@ -157,6 +168,34 @@ impl Launcher for Kernels {
         let function = self.modules.function(module, entry)?;
         // SAFETY: forwarded to the caller.
         unsafe { cuda::launch(&self.gpu, function, entry, config, params) }
+    }
+
+    fn tensor_map(&self, map: &TensorMap3d) -> Result<RlTensorMap> {
+        map.check()?;
+        self.gpu.ctx().bind_to_thread().cuda("binding the context")?;
+        let mut encoded = RlTensorMap::default();
+        let element_strides = [1u32; 3];
+        // SAFETY: `encoded` is 128 bytes, 64-byte aligned (RlTensorMap mirrors CUtensorMap); the
+        // arrays hold rank 3 (dims, box, element strides) and rank - 1 (strides) values. The driver
+        // only records the address; the kernel that uses the map is checked against the buffer.
+        let status = unsafe {
+            cu::cuTensorMapEncodeTiled(
+                (&mut encoded as *mut RlTensorMap).cast(),
+                cu::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+                3,
+                map.address as *mut std::ffi::c_void,
+                map.dims.as_ptr(),
+                map.strides.as_ptr(),
+                map.box_dims.as_ptr(),
+                element_strides.as_ptr(),
+                cu::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                cu::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                cu::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                cu::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        status.result().cuda(&format!("encoding the TMA tensor map {map:?}"))?;
+        Ok(encoded)
     }
 }
 
@@ -199,7 +238,8 @@ mod tests {
         assert_eq!(names.len(), ENTRIES.len());
         for e in ENTRIES {
             assert!([LAYERS, GEMV, ATTENTION_DECODE, ATTENTION_PREFILL].contains(&e.module), "{e:?}");
-            assert!(e.params.iter().all(|p| p.size % 8 == 0 && p.align == 8), "{e:?}");
+            // 8-byte aligned structs, or 64 where they hold TMA tensor maps (CUtensorMap's alignment).
+            assert!(e.params.iter().all(|p| p.size % 8 == 0 && (p.align == 8 || p.align == 64)), "{e:?}");
         }
     }
 

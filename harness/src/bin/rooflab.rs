@@ -114,7 +114,7 @@ enum Command {
         /// Also write the log-sum-exp of each query row (`lse`, f32 [heads, total_q]).
         #[arg(long)]
         lse: bool,
-        /// flash (the fast kernel for this GPU), flash-mma, flash-wgmma, tiled, naive-row or naive-materialised.
+        /// flash (the fast kernel for this GPU), flash-tma, flash-mma, flash-wgmma, tiled, naive-row or naive-materialised.
         #[arg(long = "impl", default_value = "flash")]
         implementation: String,
     },

@@ -2,7 +2,8 @@
 //! in FlashAttention's varlen layout, everything bf16: `q`/`out` `[B·S][H][D]`, `k`/`v` `[B·S][KVH][D]`,
 //! GQA when `KVH < H` (what the PyTorch SDPA peers time).
 //!
-//! Implementations: rooflab's flash kernel, its SIMT tiled version (`rooflab-tiled`) and the naive
+//! Implementations: rooflab's flash kernel (the fast one for this GPU), on Hopper also the other flash
+//! versions (`rooflab-wgmma`, `rooflab-mma`), its SIMT tiled version (`rooflab-tiled`) and the naive
 //! one-thread-per-query-row baseline (only up to [`NAIVE_MAX_SEQ`] tokens: beyond, one launch takes
 //! seconds). Every call into the wrapper (engine/src/kernels/attention_prefill.rs, still changing) goes
 //! through [`launch_prefill`] alone: adapt that one function when the wrapper's interface changes.
@@ -11,8 +12,8 @@ use anyhow::{anyhow, Result};
 use half::bf16;
 use rayon::prelude::*;
 use rooflab::cuda::{CudaSlice, DevSpan};
-use rooflab::kernels::attention_prefill::{self as prefill, KvLayout, Operand, PrefillIo, PrefillShape};
-use rooflab::kernels::Kernels;
+use rooflab::kernels::attention_prefill::{self as prefill, KvLayout, Operand, PrefillIo, PrefillKernel, PrefillShape};
+use rooflab::kernels::{Kernels, Launcher};
 use rooflab::reference::{attention, AttnShape};
 
 use super::data::{self, BF16_OUTPUT_BOUND};
@@ -23,6 +24,9 @@ const MAX_COPIES: usize = 64;
 /// Longest sequence the naive baseline is timed at.
 pub const NAIVE_MAX_SEQ: usize = 8192;
 const FLASH: Implementation = Implementation::rooflab("rooflab");
+/// The flash versions behind the default one on Hopper (v3 and v2), timed beside it.
+const FLASH_WGMMA: Implementation = Implementation::rooflab("rooflab-wgmma");
+const FLASH_MMA: Implementation = Implementation::rooflab("rooflab-mma");
 const TILED: Implementation = Implementation::rooflab("rooflab-tiled");
 const NAIVE: Implementation = Implementation::naive();
 
@@ -116,6 +120,8 @@ pub fn launch_prefill(
     match which {
         TILED => prefill::tiled(kern, &io, &shape),
         NAIVE => prefill::naive_row(kern, &io, &shape),
+        FLASH_WGMMA => prefill::run(kern, PrefillKernel::FlashWgmma, &io, &shape, None),
+        FLASH_MMA => prefill::run(kern, PrefillKernel::FlashMma, &io, &shape, None),
         _ => prefill::flash(kern, &io, &shape),
     }
 }
@@ -173,7 +179,11 @@ impl<'d> PrefillWorkload<'d> {
         let host_all_k = data::random_bf16(copies * kv_stride, seed ^ 1, 1.0);
         let host_all_v = data::random_bf16(copies * kv_stride, seed ^ 2, 1.0);
         let cu_seqlens: Vec<u32> = (0..=args.batch).map(|i| (i * args.seq) as u32).collect();
-        let mut implementations = vec![FLASH, TILED];
+        let mut implementations = vec![FLASH];
+        if device.kernels.arch() == "sm_90a" {
+            implementations.extend([FLASH_WGMMA, FLASH_MMA]);
+        }
+        implementations.push(TILED);
         if args.seq <= NAIVE_MAX_SEQ {
             implementations.push(NAIVE);
         }
