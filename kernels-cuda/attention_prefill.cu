@@ -82,6 +82,33 @@ __device__ __forceinline__ unsigned kv_head_of(const AttnPrefillParams& p, unsig
     return h / (p.num_heads / p.num_kv_heads);
 }
 
+// The query rows one block of a flash kernel (v2-v4) owns, BM rows of one (sequence, head) with the
+// sequence in grid z, and the BN-key tiles it visits.
+struct BlockTiles {
+    Seq s;
+    unsigned m0;         // the block's first query row in the sequence
+    unsigned rows_here;  // its query rows (<= BM); 0: the block lies past the sequence and exits
+    unsigned n_tiles;    // key tiles any of its rows sees
+    unsigned mask_from;  // the first tile that needs a per-element mask
+};
+
+template <int BM, int BN>
+__device__ __forceinline__ BlockTiles block_tiles(const AttnPrefillParams& p) {
+    BlockTiles t;
+    t.s = seq_view(p, blockIdx.z);
+    // Causal blocks further down the sequence have more tiles: start those first.
+    t.m0 = (p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * BM;
+    t.rows_here = t.m0 < t.s.q_len ? min((unsigned)BM, t.s.q_len - t.m0) : 0u;
+    unsigned n_end = t.s.kv_len;
+    t.mask_from = t.s.kv_len / BN;  // tiles from here hold keys >= kv_len
+    if (p.causal) {
+        n_end = min(n_end, t.s.q_offset + t.m0 + t.rows_here);
+        t.mask_from = min(t.mask_from, (t.s.q_offset + t.m0 + 1) / BN);  // tiles from here cross the diagonal
+    }
+    t.n_tiles = (n_end + BN - 1) / BN;
+    return t;
+}
+
 // ---- element access for the run-time typed versions (v0, v1) ------------------------------
 
 __device__ __forceinline__ float load_elem(unsigned long long base, size_t i, unsigned elem) {
@@ -445,22 +472,11 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     T* sV = sK + BN * SD;
 
     const unsigned tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
-    const unsigned h = blockIdx.y, b = blockIdx.z;
-    // Causal blocks further down the sequence have more tiles: start those first.
-    const unsigned m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const Seq s = seq_view(p, b);
-    const unsigned m0 = m_block * BM;
-    if (m0 >= s.q_len) return;  // whole block, before any barrier
-    const unsigned rows_here = min((unsigned)BM, s.q_len - m0);
-
-    // Keys any row of the block sees, tiles to visit, and the first tile that needs a mask.
-    unsigned n_end = s.kv_len;
-    unsigned mask_from = s.kv_len / BN;  // tiles from here hold keys >= kv_len
-    if (p.causal) {
-        n_end = min(n_end, s.q_offset + m0 + rows_here);
-        mask_from = min(mask_from, (s.q_offset + m0 + 1) / BN);  // tiles from here cross the diagonal
-    }
-    const unsigned n_tiles = (n_end + BN - 1) / BN;
+    const unsigned h = blockIdx.y;
+    const BlockTiles tiles = block_tiles<BM, BN>(p);
+    if (tiles.rows_here == 0) return;  // whole block, before any barrier
+    const Seq s = tiles.s;
+    const unsigned m0 = tiles.m0, rows_here = tiles.rows_here, n_tiles = tiles.n_tiles, mask_from = tiles.mask_from;
 
     const size_t q_stride = (size_t)p.num_heads * D, kv_stride = (size_t)p.num_kv_heads * D;
     const size_t q_first = (size_t)(s.q_begin + m0) * q_stride + (size_t)h * D;
@@ -853,19 +869,11 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     const uint32_t q_smem = flash::smem_addr(sQ), k_smem = q_smem + Q_BYTES, v_smem = k_smem + 2 * KV_BYTES;
 
     const unsigned tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, group = warp / 4;
-    const unsigned h = blockIdx.y, b = blockIdx.z;
-    const unsigned m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const Seq s = seq_view(p, b);
-    const unsigned m0 = m_block * BM;
-    if (m0 >= s.q_len) return;  // whole block, before any barrier
-    const unsigned rows_here = min((unsigned)BM, s.q_len - m0);
-    unsigned n_end = s.kv_len;
-    unsigned mask_from = s.kv_len / BN;
-    if (p.causal) {
-        n_end = min(n_end, s.q_offset + m0 + rows_here);
-        mask_from = min(mask_from, (s.q_offset + m0 + 1) / BN);
-    }
-    const unsigned n_tiles = (n_end + BN - 1) / BN;
+    const unsigned h = blockIdx.y;
+    const BlockTiles tiles = block_tiles<BM, BN>(p);
+    if (tiles.rows_here == 0) return;  // whole block, before any barrier
+    const Seq s = tiles.s;
+    const unsigned m0 = tiles.m0, rows_here = tiles.rows_here, n_tiles = tiles.n_tiles, mask_from = tiles.mask_from;
 
     const size_t q_stride = (size_t)p.num_heads * D, kv_stride = (size_t)p.num_kv_heads * D;
     const size_t q_first = (size_t)(s.q_begin + m0) * q_stride + (size_t)h * D;
@@ -1038,9 +1046,8 @@ __device__ __forceinline__ uint32_t swizzled(uint32_t r, uint32_t c, uint32_t ro
 }
 
 // What the producer and the consumers both derive from the block's place in the batch.
-struct Work {
-    Seq s;
-    unsigned h, m0, rows_here, n_tiles, mask_from;
+struct Work : BlockTiles {
+    unsigned h;
     bool ragged;  // the last tile holds rows past the keys (their V rows are zeroed)
 };
 
@@ -1196,18 +1203,9 @@ __device__ __forceinline__ void forward(const AttnPrefillTmaParams& P) {
     using L = Layout<D>;
     const AttnPrefillParams& p = P.p;
     Work w;
+    static_cast<BlockTiles&>(w) = block_tiles<BM, BN>(p);
+    if (w.rows_here == 0) return;  // whole block, before any barrier
     w.h = blockIdx.y;
-    w.s = seq_view(p, blockIdx.z);
-    w.m0 = (p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * BM;  // causal: the longest blocks first
-    if (w.m0 >= w.s.q_len) return;  // whole block, before any barrier
-    w.rows_here = min((unsigned)BM, w.s.q_len - w.m0);
-    unsigned n_end = w.s.kv_len;
-    w.mask_from = w.s.kv_len / BN;
-    if (p.causal) {
-        n_end = min(n_end, w.s.q_offset + w.m0 + w.rows_here);
-        w.mask_from = min(w.mask_from, (w.s.q_offset + w.m0 + 1) / BN);
-    }
-    w.n_tiles = (n_end + BN - 1) / BN;
     w.ragged = w.n_tiles * BN > w.s.kv_len;
 
     ROOFLAB_DYNAMIC_SHARED(uint4, smem_raw);
