@@ -4,5 +4,5 @@
 mod rng;
 mod sampler;
 
-pub use rng::Rng;
+pub use rng::{uniform_values, Rng, UNIFORM_CHUNK};
 pub use sampler::{Sampler, SamplingParams};

@@ -4,12 +4,11 @@
 
 use cudarc::driver::CudaSlice;
 use half::bf16;
-use rayon::prelude::*;
 
 use crate::cuda::MemoryLedger;
 use crate::model::weights::LlamaTensors;
 use crate::model::{LlamaConfig, Tensor};
-use crate::sample::Rng;
+use crate::sample::uniform_values;
 use crate::Result;
 
 pub(super) const PURPOSE: &str = "weights";
@@ -65,10 +64,10 @@ impl GpuWeights {
             seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         };
         let matrix = |ledger: &mut MemoryLedger, what: &str, len: usize, spread: f32, seed: u64| {
-            ledger.upload(PURPOSE, what, &random_values(len, seed, 0.0, spread, bf16::from_f32))
+            ledger.upload(PURPOSE, what, &uniform_values(len, seed, 0.0, spread, bf16::from_f32))
         };
         let norm = |ledger: &mut MemoryLedger, what: &str, seed: u64| {
-            ledger.upload(PURPOSE, what, &random_values(h, seed, 1.0, 0.1, |v| v))
+            ledger.upload(PURPOSE, what, &uniform_values(h, seed, 1.0, 0.1, |v| v))
         };
         let embed = matrix(ledger, "random embedding", v * h, 0.1, next_seed())?;
         let lm_head = if c.tie_word_embeddings {
@@ -100,28 +99,6 @@ impl GpuWeights {
     }
 }
 
-/// `len` values uniform around `centre` with standard deviation `spread`, made in parallel from
-/// `seed` and stored through `convert` (to bf16 for matrices): a 1 GB embedding table takes well under
-/// a second, where a serial normal generator would take tens of seconds per tensor of an 8B model.
-fn random_values<T: Copy + Default + Send>(
-    len: usize,
-    seed: u64,
-    centre: f32,
-    spread: f32,
-    convert: impl Fn(f32) -> T + Sync,
-) -> Vec<T> {
-    const CHUNK: usize = 1 << 16;
-    let half_width = spread * 3f32.sqrt();
-    let mut out = vec![T::default(); len];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
-        let mut rng = Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-        for v in chunk {
-            *v = convert(centre + half_width * (2.0 * rng.uniform() as f32 - 1.0));
-        }
-    });
-    out
-}
-
 /// Device bytes of the weights as uploaded (bf16 matrices, f32 norms, tied table once).
 pub(super) fn device_bytes(c: &LlamaConfig) -> usize {
     let (h, f) = (c.hidden_size, c.intermediate_size);
@@ -135,25 +112,4 @@ pub(super) fn decode_read_bytes(c: &LlamaConfig) -> usize {
     let h = c.hidden_size;
     let untied_embedding = if c.tie_word_embeddings { 0 } else { 2 * c.vocab_size * h };
     device_bytes(c) - untied_embedding + 2 * h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_values_are_reproducible_and_spread_as_asked() {
-        let same = |v: f32| v;
-        let a = random_values(200_000, 7, 1.0, 0.1, same);
-        assert_eq!(a, random_values(200_000, 7, 1.0, 0.1, same));
-        assert_ne!(a, random_values(200_000, 8, 1.0, 0.1, same));
-        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
-        let std = (a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
-        assert!((mean - 1.0).abs() < 1e-3 && (std - 0.1).abs() < 1e-3, "mean {mean} std {std}");
-        // Chunks get different streams: the second chunk is not a copy of the first.
-        assert_ne!(a[..1000], a[1 << 16..(1 << 16) + 1000]);
-        assert!(random_values(5, 1, 0.0, 1.0, same).iter().all(|v| *v != 0.0 && v.abs() < 1.8));
-        let b = random_values(1000, 7, 1.0, 0.1, bf16::from_f32);
-        assert!(b.iter().zip(&a).all(|(x, y)| *x == bf16::from_f32(*y)));
-    }
 }

@@ -5,41 +5,18 @@
 use anyhow::{bail, Result};
 use half::bf16;
 use rayon::prelude::*;
-use rooflab::sample::Rng;
+use rooflab::sample::uniform_values;
 
-/// Values per independently seeded chunk of [`random_f32`].
-const CHUNK: usize = 1 << 16;
-
-/// `len` values uniform on ±`scale`·√3 (standard deviation `scale`), from `seed`, made in parallel:
-/// the inputs of one case can be gigabytes. The same (len, seed, scale) gives the same values.
+/// `len` values uniform on ±`scale`·√3 (standard deviation `scale`, never 0), from `seed`, made in
+/// parallel (the engine's generator): the inputs of one case can be gigabytes. The same (len, seed,
+/// scale) gives the same values.
 pub fn random_f32(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    random_with(len, seed, scale, 0.0f32, |v| v)
+    uniform_values(len, seed, 0.0, scale, |v| v)
 }
 
 /// [`random_f32`] rounded to bf16 (made directly, without an f32 copy of a multi-gigabyte input).
 pub fn random_bf16(len: usize, seed: u64, scale: f32) -> Vec<bf16> {
-    random_with(len, seed, scale, bf16::ZERO, bf16::from_f32)
-}
-
-fn random_with<T: Copy + Send + Sync>(
-    len: usize,
-    seed: u64,
-    scale: f32,
-    zero: T,
-    convert: impl Fn(f32) -> T + Sync,
-) -> Vec<T> {
-    let half_width = scale * 3f32.sqrt();
-    let mut out = vec![zero; len];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
-        let mut rng = Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-        for v in chunk {
-            // Uniform in (-1, 1), never exactly 0.
-            // 23 random bits plus a half: exact in f32, so 2u - 1 is never 0.
-            let u = ((rng.next_u64() >> 41) as f32 + 0.5) / (1u64 << 23) as f32;
-            *v = convert(half_width * (2.0 * u - 1.0));
-        }
-    });
-    out
+    uniform_values(len, seed, 0.0, scale, bf16::from_f32)
 }
 
 /// Round to nearest even, in parallel.
@@ -127,6 +104,7 @@ pub const BF16_OUTPUT_BOUND: f64 = 1e-2;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rooflab::sample::UNIFORM_CHUNK as CHUNK;
 
     #[test]
     fn random_data_is_reproducible_spread_and_never_zero() {
