@@ -794,13 +794,15 @@ __device__ __forceinline__ void mask_tile(float (&sacc)[BN / 2], const AttnPrefi
     }
 }
 
-// The online softmax of one S tile in registers (log2 space, the scale folded into one FFMA per score):
-// row maxima over the quad, P = 2^(s * sl2 - m * sl2) packed into A fragments as it is computed (the S
-// accumulator layout of n8 tiles 2k, 2k+1 is the A-fragment layout of k16 step k), the running sums
-// updated and O rescaled. A row with no visible key yet keeps max -inf and subtracts 0 (no -inf - -inf).
-template <typename T, int D>
-__device__ __forceinline__ void softmax_tile(const float (&sacc)[BN / 2], uint32_t (&pa)[BN / 16][4],
-                                             float (&o)[D / 2], float (&m_run)[2], float (&l_run)[2], float sl2) {
+// The online softmax of one S tile in registers (log2 space, the scale folded into one FFMA per score),
+// in two halves so that v4 can run the first while its previous P V product is still in flight:
+//   softmax_exp: row maxima over the quad, S replaced in place by P = 2^(s * sl2 - m * sl2), the running
+//     maxima and sums updated; alpha gets each row's rescale factor for O. A row with no visible key yet
+//     keeps max -inf and subtracts 0 (no -inf - -inf).
+//   rescale_pack: O *= alpha, P packed into A fragments (the S accumulator layout of n8 tiles 2k, 2k+1 is
+//     the A-fragment layout of k16 step k). Touches O, so it waits for any P V product on O.
+__device__ __forceinline__ void softmax_exp(float (&sacc)[BN / 2], float (&m_run)[2], float (&l_run)[2],
+                                            float (&alpha)[2], float sl2) {
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         float mx = m_run[hf];
@@ -809,23 +811,42 @@ __device__ __forceinline__ void softmax_tile(const float (&sacc)[BN / 2], uint32
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
         const float m_scaled = mx == -CUDART_INF_F ? 0.0f : mx * sl2;
-        const float alpha = flash::fast_exp2(m_run[hf] * sl2 - m_scaled);
+        alpha[hf] = flash::fast_exp2(m_run[hf] * sl2 - m_scaled);
         m_run[hf] = mx;
         float row_sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < BN / 8; ++nt) {
-            const float p0 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2], sl2, -m_scaled));
-            const float p1 = flash::fast_exp2(fmaf(sacc[nt * 4 + hf * 2 + 1], sl2, -m_scaled));
+            float &p0 = sacc[nt * 4 + hf * 2], &p1 = sacc[nt * 4 + hf * 2 + 1];
+            p0 = flash::fast_exp2(fmaf(p0, sl2, -m_scaled));
+            p1 = flash::fast_exp2(fmaf(p1, sl2, -m_scaled));
             row_sum += p0 + p1;
-            pa[nt / 2][(nt % 2) * 2 + hf] = flash::Ops<T>::pack(p0, p1);
         }
-        l_run[hf] = l_run[hf] * alpha + row_sum;
+        l_run[hf] = l_run[hf] * alpha[hf] + row_sum;
+    }
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void rescale_pack(const float (&sacc)[BN / 2], uint32_t (&pa)[BN / 16][4],
+                                             float (&o)[D / 2], const float (&alpha)[2]) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; ++nt)
+            pa[nt / 2][(nt % 2) * 2 + hf] = flash::Ops<T>::pack(sacc[nt * 4 + hf * 2], sacc[nt * 4 + hf * 2 + 1]);
 #pragma unroll
         for (int dt = 0; dt < D / 8; ++dt) {
-            o[dt * 4 + hf * 2] *= alpha;
-            o[dt * 4 + hf * 2 + 1] *= alpha;
+            o[dt * 4 + hf * 2] *= alpha[hf];
+            o[dt * 4 + hf * 2 + 1] *= alpha[hf];
         }
     }
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void softmax_tile(float (&sacc)[BN / 2], uint32_t (&pa)[BN / 16][4], float (&o)[D / 2],
+                                             float (&m_run)[2], float (&l_run)[2], float sl2) {
+    float alpha[2];
+    softmax_exp(sacc, m_run, l_run, alpha, sl2);
+    rescale_pack<T, D>(sacc, pa, o, alpha);
 }
 
 // The epilogue of a warpgroup's rows: O / l to out (rows past the sequence are not stored) and the LSE.
@@ -985,14 +1006,15 @@ ROOFLAB_WG_ENTRY(attn_prefill_wgmma_f16_hd128, __half, 128)
 // Block: 3 warpgroups, BM = 128 query rows of one (sequence, head).
 //   producer (warpgroup 0, one thread): TMA copies of Q and of each K and V tile into a ring of STAGES
 //     shared-memory stages; per stage a `full` mbarrier for K and one for V (the copies' bytes complete
-//     them) and an `empty` one the consumers arrive at when they are done with the stage.
+//     them), and an `empty` one for each that the consumers arrive at when their products have read it.
 //   consumers (warpgroups 1 and 2, 64 query rows each, the M of one wgmma), per key tile j:
 //     wait K[j]; [my turn]  S = Q K[j]^T (wgmma, both from shared memory); O += P[j-1] V[j-1] (wgmma, P
-//     from registers); [your turn]  wait S; mask; online softmax of S in place (P[j], f32); wait P V;
-//     release stage j-1; rescale O; pack P[j] into A fragments. After the last tile: O += P V once more.
+//     from registers); [your turn]  wait S, release K[j]; mask; online softmax of S in place (P[j], f32);
+//     wait P V, release V[j-1]; rescale O; pack P[j] into A fragments. After the last tile: O += P V.
 //   The turn (two named barriers) makes the consumers issue their tensor-core work alternately, so the
-//   softmax of one runs while the other's products occupy the tensor cores (FA3's ping-pong), and
-//   P[j-1] V[j-1] is issued with Q K[j]^T so the tensor cores get both products of a tile at once.
+//   softmax of one runs while the other's products occupy the tensor cores (FA3's ping-pong), and the
+//   softmax also runs while the warpgroup's own P[j-1] V[j-1] is in flight (FA3's intra-warpgroup
+//   overlap). K and V go back separately so the producer can refill K[j] while P V still reads V[j-1].
 //   setmaxnreg moves registers from the producer (40 per thread) to the consumers (232).
 // Tiles are 128-byte swizzled, which the TMA writes and the wgmma descriptors read: a tile of R rows is
 // D/64 panels of R x 128 bytes; row r of a panel at r * 128 bytes, its 16-byte chunk c at (c ^ r % 8) * 16.
@@ -1018,6 +1040,13 @@ constexpr unsigned MAX_POLLS = 1u << 26;
 constexpr uint64_t SWIZZLE_128B = 1ull << 62;  // descriptor layout type 1
 // Named barriers (0 is __syncthreads): the consumers' turns, and each consumer's f32-Q staging.
 constexpr uint32_t TURN = 1, Q_STAGED = 3;
+// FA3's intra-warpgroup overlap: P[j-1] V[j-1] stays in flight while the softmax of tile j runs. Built
+// with -DROOFLAB_TMA_OVERLAP=0 it is off (the product is waited for before S is issued): the ablation,
+// loaded through ROOFLAB_PTX_DIR (notes/attention_prefill.md says how).
+#ifndef ROOFLAB_TMA_OVERLAP
+#define ROOFLAB_TMA_OVERLAP 1
+#endif
+constexpr bool INTRA_WG_OVERLAP = ROOFLAB_TMA_OVERLAP != 0;
 
 // Shared memory, byte offsets from the 1024-aligned base (the host adds 1024 bytes of slack).
 template <int D>
@@ -1025,19 +1054,31 @@ struct Layout {
     static constexpr int STAGES = D == 128 ? 2 : 3;
     static constexpr uint32_t Q_BYTES = BM * D * 2, TILE_BYTES = BN * D * 2;
     static constexpr uint32_t Q = 0, K = Q_BYTES, V = K + STAGES * TILE_BYTES;
-    // mbarriers, 8 bytes each: q_full, v_fixed, then k_full, v_full and empty per stage.
+    // mbarriers, 8 bytes each: q_full, v_fixed, then k_full, v_full, k_empty and v_empty per stage.
     static constexpr uint32_t BARRIERS = V + STAGES * TILE_BYTES;
-    static constexpr uint32_t BYTES = BARRIERS + (2 + 3 * STAGES) * 8;
+    static constexpr uint32_t BYTES = BARRIERS + (2 + 4 * STAGES) * 8;
     static __device__ uint32_t q_full(uint32_t base) { return base + BARRIERS; }
     static __device__ uint32_t v_fixed(uint32_t base) { return base + BARRIERS + 8; }
     static __device__ uint32_t k_full(uint32_t base, unsigned st) { return base + BARRIERS + 16 + st * 8; }
     static __device__ uint32_t v_full(uint32_t base, unsigned st) { return k_full(base, st) + STAGES * 8; }
-    static __device__ uint32_t empty(uint32_t base, unsigned st) { return k_full(base, st) + 2 * STAGES * 8; }
+    static __device__ uint32_t k_empty(uint32_t base, unsigned st) { return k_full(base, st) + 2 * STAGES * 8; }
+    static __device__ uint32_t v_empty(uint32_t base, unsigned st) { return k_full(base, st) + 3 * STAGES * 8; }
 };
+
+// Out of line: an inlined trap in the consumers' waits kept ptxas from giving them the registers
+// setmaxnreg provides (it then spilled within the launch's 168).
+__device__ __noinline__ void die() { __trap(); }
 
 __device__ __forceinline__ void wait(uint32_t bar, uint32_t parity) {
     for (unsigned polls = 0; !ptx::mbarrier_try_wait_parity(bar, parity);)
-        if (++polls == MAX_POLLS) __trap();
+        if (++polls == MAX_POLLS) die();
+}
+
+// ptxas moves a wgmma.wait_group to the top of its basic block (the instruction names no registers), so
+// the wait for P V would land before the softmax it is meant to overlap. A branch on a value the softmax
+// produced ends the block there. It is never taken (running sums are not negative).
+__device__ __forceinline__ void end_block_after(float v) {
+    if (v < 0.0f) die();
 }
 
 // Byte offset of 16-byte chunk c (0 .. D/8 - 1) of row r in a swizzled tile of `rows` rows.
@@ -1066,14 +1107,15 @@ __device__ __forceinline__ void produce(const AttnPrefillTmaParams& P, const Wor
         }
         const int kv_head = kv_head_of(P.p, w.h);
         for (unsigned j = 0; j < w.n_tiles; ++j) {
-            const unsigned st = j % L::STAGES;
-            if (j >= L::STAGES) wait(L::empty(base, st), (j / L::STAGES - 1) % 2);
+            const unsigned st = j % L::STAGES, parity = (j / L::STAGES - 1) % 2;
             const int row = w.s.k_begin + j * BN;
+            if (j >= L::STAGES) wait(L::k_empty(base, st), parity);
             ptx::mbarrier_arrive_expect_tx(L::k_full(base, st), L::TILE_BYTES);
 #pragma unroll
             for (int pn = 0; pn < D / PANEL; ++pn)
                 ptx::tma_load_3d(base + L::K + st * L::TILE_BYTES + pn * BN * PANEL_ROW_BYTES, &P.k,
                                  L::k_full(base, st), pn * PANEL, kv_head, row);
+            if (j >= L::STAGES) wait(L::v_empty(base, st), parity);
             ptx::mbarrier_arrive_expect_tx(L::v_full(base, st), L::TILE_BYTES);
 #pragma unroll
             for (int pn = 0; pn < D / PANEL; ++pn)
@@ -1145,41 +1187,68 @@ __device__ __forceinline__ void consume(const AttnPrefillTmaParams& P, const Wor
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) wg::fence_registers(pa[kk]);
     };
-    // O += P[j] V[j], waited for (so the P registers are free again), then stage j handed back.
-    const auto pv = [&](unsigned j) {
+    const auto issue_pv = [&](unsigned j) {  // O += P[j] V[j], not committed
         const uint32_t tile = base + L::V + (j % S) * L::TILE_BYTES;
-        fence_operands();
-        wg::wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) wg::mma_pv<T, D>(o, pa[kk], v_desc(tile, kk));
+    };
+    // A K or V tile handed back to the producer once this warp's products have read it (one arrival
+    // per consumer warp).
+    const auto release = [&](uint32_t empty) {
+        __syncwarp();
+        if (lane == 0) ptx::mbarrier_arrive(empty);
+    };
+    // After the wait for P[j] V[j]: O is this thread's again, and V[j] goes back.
+    const auto release_v = [&](unsigned j) {
+        wg::fence_registers(o);
+        release(L::v_empty(base, j % S));
+    };
+    const auto pv = [&](unsigned j) {  // O += P[j] V[j], waited for
+        fence_operands();
+        wg::wgmma_fence();
+        issue_pv(j);
         wg::wgmma_commit();
         ptx::wgmma_wait_group_0();
-        wg::fence_registers(o);
-        __syncwarp();
-        if (lane == 0) ptx::mbarrier_arrive(L::empty(base, j % S));
+        release_v(j);
     };
-    // One tile: [my turn] O += P[j-1] V[j-1]; S = Q K[j]^T [your turn]; mask; online softmax with P[j]
-    // packed into A fragments as it is computed (the S accumulator layout of n8 tiles 2k, 2k+1 is the
-    // A-fragment layout of k16 step k), O rescaled. Consumer 1 passed the turn once before the first
-    // tile, so it skips its last pass (every bar.sync is matched).
+    // One tile. [my turn] S = Q K[j]^T, and O += P[j-1] V[j-1] [your turn]; wait S; mask; softmax_exp
+    // (S becomes P[j]) while P[j-1] V[j-1] is still in flight (with INTRA_WG_OVERLAP; otherwise that
+    // product is waited for before S is issued); wait P V, release V[j-1]; rescale O and pack P[j].
+    // Consumer 1 passed the turn once before the first tile, so it skips its last pass (every bar.sync is
+    // matched).
     const uint32_t my_turn = TURN + c, their_turn = TURN + 1 - c;
     const auto step = [&](unsigned j, bool with_pv) {
         wait(L::k_full(base, j % S), j / S % 2);
         if (with_pv) wait(L::v_full(base, (j - 1) % S), (j - 1) / S % 2);
         ptx::named_barrier_sync(my_turn, 256);
-        if (with_pv) pv(j - 1);
+        if (with_pv && !INTRA_WG_OVERLAP) pv(j - 1);
         float sacc[BN / 2];
+        if (with_pv && INTRA_WG_OVERLAP) fence_operands();
         wg::wgmma_fence();
         const uint32_t k_tile = base + L::K + (j % S) * L::TILE_BYTES;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) wg::mma_qk<T>(sacc, q_desc(kk), k_desc(k_tile, kk), kk > 0);
         wg::wgmma_commit();
+        const bool overlapped = with_pv && INTRA_WG_OVERLAP;
+        if (overlapped) {
+            issue_pv(j - 1);
+            wg::wgmma_commit();
+        }
         if (c == 0 || j + 1 < w.n_tiles) ptx::named_barrier_arrive(their_turn, 256);
-        ptx::wgmma_wait_group_0();
+        if (overlapped) ptx::wgmma_wait_group_1();  // S only: groups retire in order
+        else ptx::wgmma_wait_group_0();
         wg::fence_registers(sacc);
+        release(L::k_empty(base, j % S));
 
         if (j >= w.mask_from) wg::mask_tile(sacc, p, w.s, w.m0 + row_in_block, j * BN + col_in_tile);
-        wg::softmax_tile<T, D>(sacc, pa, o, m_run, l_run, sl2);
+        float alpha[2];
+        wg::softmax_exp(sacc, m_run, l_run, alpha, sl2);
+        if (overlapped) {
+            end_block_after(l_run[0] + l_run[1]);
+            ptx::wgmma_wait_group_0();
+            release_v(j - 1);
+        }
+        wg::rescale_pack<T, D>(sacc, pa, o, alpha);
     };
 
     // The first tile on its own, so that no wgmma sits under a data-dependent branch (ptxas would
@@ -1217,7 +1286,8 @@ __device__ __forceinline__ void forward(const AttnPrefillTmaParams& P) {
         for (int st = 0; st < L::STAGES; ++st) {
             ptx::mbarrier_init(L::k_full(base, st), 1);
             ptx::mbarrier_init(L::v_full(base, st), 1);
-            ptx::mbarrier_init(L::empty(base, st), CONSUMERS * 4);  // one arrival per consumer warp
+            ptx::mbarrier_init(L::k_empty(base, st), CONSUMERS * 4);  // one arrival per consumer warp
+            ptx::mbarrier_init(L::v_empty(base, st), CONSUMERS * 4);
         }
         ptx::fence_mbarrier_init();
     }
