@@ -103,6 +103,7 @@ fn run_json(suites: &[Suite]) -> Run {
         commit: "fake0123".into(),
         date: "2026-11-25".into(),
         command: "rooflab bench --quick".into(),
+        environment: vec![],
         suites: suites.iter().map(|s| s.name().to_string()).collect(),
         quick: true,
         gpu: Gpu {

@@ -50,6 +50,7 @@ fn run_json(gpu: &str, date: &str, commit: &str) -> Run {
         commit: commit.into(),
         date: date.into(),
         command: "rooflab bench --suite all --quick".into(),
+        environment: vec!["ROOFLAB_PREFILL_FLASH=tma".into()],
         suites: ["attention", "decode", "gemv", "spec", "e2e"].map(String::from).to_vec(),
         quick: true,
         gpu: Gpu {
@@ -252,6 +253,7 @@ fn report_header_tables_and_figure_links() {
         "# rooflab report: NVIDIA H100 80GB HBM3, 2026-11-24",
         "| Commit | `a1b2c3d4e5f6` |",
         "| Command | `rooflab bench --suite all --quick` |",
+        "| Environment | `ROOFLAB_PREFILL_FLASH=tma` |",
         "| Memory bandwidth ceiling | 3016 GB/s",
         "| bf16 tensor-core ceiling | 786 TFLOP/s",
         "| Ridge point | 261 FLOP/byte",

@@ -156,6 +156,7 @@ mod tests {
             commit: "0123abcd".into(),
             date: "2026-11-24".into(),
             command: "rooflab bench --suite decode --quick".into(),
+            environment: vec![],
             suites: vec!["decode".into()],
             quick: true,
             gpu: Gpu {

@@ -139,6 +139,10 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
     let _ = writeln!(out, "| Date | {} |", run.date);
     let _ = writeln!(out, "| Commit | `{}` |", escape(&run.commit));
     let _ = writeln!(out, "| Command | `{}` |", escape(&run.command));
+    if !run.environment.is_empty() {
+        let vars: Vec<String> = run.environment.iter().map(|v| format!("`{}`", escape(v))).collect();
+        let _ = writeln!(out, "| Environment | {} |", vars.join(" "));
+    }
     let _ = writeln!(out, "| rooflab | {} |", escape(&run.rooflab_version));
     let _ = writeln!(
         out,

@@ -233,6 +233,10 @@ pub struct Run {
     pub date: String,
     /// The exact command line.
     pub command: String,
+    /// The `ROOFLAB_*` variables set in the run's environment (`NAME=VALUE`, sorted): some change what is
+    /// measured (`ROOFLAB_PTX_DIR` swaps kernels, `ROOFLAB_PREFILL_FLASH` picks the prefill version).
+    #[serde(default)]
+    pub environment: Vec<String>,
     /// Suites that ran, in order.
     pub suites: Vec<String>,
     /// Whether `--quick` cut the shape lists.

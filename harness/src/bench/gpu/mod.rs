@@ -213,6 +213,7 @@ pub fn run(args: &BenchArgs) -> Result<PathBuf> {
         commit,
         date,
         command: args.command.clone(),
+        environment: rooflab_environment(),
         suites: suites.iter().map(|s| s.name().to_string()).collect(),
         quick: args.quick,
         gpu,
@@ -225,6 +226,17 @@ pub fn run(args: &BenchArgs) -> Result<PathBuf> {
     print!("{}", short_table(&written));
     println!("{}", dir.display());
     Ok(dir)
+}
+
+/// run.json's `environment`: every `ROOFLAB_*` variable set now, as `NAME=VALUE`, sorted.
+fn rooflab_environment() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| k.starts_with("ROOFLAB_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vars.sort();
+    vars
 }
 
 /// run.json's `gpu`.
