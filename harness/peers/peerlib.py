@@ -239,6 +239,38 @@ def header(torch, script, args):
     return doc
 
 
+def measure_cases(torch, args, shape_files, attempts):
+    """Times every case of the shape files: `attempts(case)` yields (peer, measure) pairs, and measure()
+    returns (times in µs, extra row fields). A peer that refuses a case (RuntimeError, TypeError) becomes a
+    recorded skip and the others still run. Returns (rows, skipped) for the peer file."""
+    rows, skipped = [], []
+    for path in shape_files:
+        for case in load_cases(path, args.limit, args.smoke):
+            for peer, measure in attempts(case):
+                label = f"{peer:18s} {case['dtype']:5s} {case['shape']:40s}"
+                try:
+                    times, extra = measure()
+                except (RuntimeError, TypeError) as error:
+                    reason = skip_reason(error)
+                    skipped.append({"peer": peer, "dtype": case["dtype"], "shape": case["shape"], "reason": reason})
+                    print(f"skip {label.rstrip()}: {reason}", file=sys.stderr)
+                    continue
+                finally:
+                    free_cached_memory(torch, args.device)
+                row = {
+                    "suite": case["suite"],
+                    "kernel": case["kernel"],
+                    "peer": peer,
+                    "shape": case["shape"],
+                    "dtype": case["dtype"],
+                    **summarize(times),
+                    **extra,
+                }
+                rows.append(row)
+                print(f"{label} {row['median_us']:10.2f} us", flush=True)
+    return rows, skipped
+
+
 def finite_rows(doc):
     """Moves rows without a finite positive median to "skipped": `rooflab report` refuses a whole file for
     one such row, and JSON has no NaN (Python would write the bare word NaN, which no strict reader takes)."""

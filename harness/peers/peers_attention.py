@@ -12,8 +12,6 @@ Usage: python3 harness/peers/peers_attention.py [--run DIR | --shapes FILE...] [
 On the CPU the cuDNN backend does not exist: its rows become recorded skips, as any refusal does.
 """
 
-import sys
-
 import peerlib
 
 SCRIPT = "peers_attention.py"
@@ -90,32 +88,17 @@ def main():
     doc = peerlib.header(torch, SCRIPT, args)
     shape_files, out = peerlib.resolve_paths(args, "attention", SUITES, doc["gpu"])
     warmup, iters = peerlib.launches(args)
-    rows, skipped = [], []
-    for path in shape_files:
-        for case in peerlib.load_cases(path, args.limit, args.smoke):
-            for name, backend in backends(torch):
-                try:
-                    times, expanded = time_case(torch, case, backend, warmup, iters, args.device)
-                except (RuntimeError, TypeError) as error:
-                    reason = peerlib.skip_reason(error)
-                    skipped.append({"peer": name, "shape": case["shape"], "reason": reason})
-                    print(f"skip {name} {case['shape']}: {reason}", file=sys.stderr)
-                    continue
-                finally:
-                    peerlib.free_cached_memory(torch, args.device)
-                row = {
-                    "suite": case["suite"],
-                    "kernel": case["kernel"],
-                    "peer": name,
-                    "shape": case["shape"],
-                    "dtype": case["dtype"],
-                    **peerlib.summarize(times),
-                    "kv_expanded": expanded,
-                }
-                rows.append(row)
-                print(f"{name:18s} {case['shape']:40s} {row['median_us']:10.2f} us", flush=True)
-    doc["rows"] = rows
-    doc["skipped"] = skipped
+
+    def attempts(case):
+        for name, backend in backends(torch):
+
+            def measure(backend=backend):
+                times, expanded = time_case(torch, case, backend, warmup, iters, args.device)
+                return times, {"kv_expanded": expanded}
+
+            yield name, measure
+
+    doc["rows"], doc["skipped"] = peerlib.measure_cases(torch, args, shape_files, attempts)
     peerlib.write_json(out, doc)
 
 

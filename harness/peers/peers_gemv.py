@@ -10,8 +10,6 @@ Usage: python3 harness/peers/peers_gemv.py [--run DIR | --shapes FILE...] [--out
        [--smoke] [--device cpu]   (rehearsals; see peerlib.py)
 """
 
-import sys
-
 import peerlib
 
 SCRIPT = "peers_gemv.py"
@@ -50,28 +48,33 @@ def int4_sets(torch, m, n, k, group, device):
     return sets
 
 
-def time_case(torch, case, warmup, iters, device):
-    """(peer name, times in µs) for one case, or None when no peer covers its dtype."""
+def time_bf16(torch, case, warmup, iters, device):
+    """cuBLAS through torch.nn.functional.linear, in µs per launch."""
     p = case["params"]
-    m, n, k = p["M"], p["N"], p["K"]
-    if case["dtype"] == "bf16":
-        sets = bf16_sets(torch, m, n, k, device)
-        return "cublas", peerlib.time_launches(torch, torch.nn.functional.linear, sets, warmup, iters, device)
-    if case["dtype"] == "int4":
-        # On the CPU rehearsal, the CPU op of the same family (same arguments, its own packing).
-        op_name = "_weight_int4pack_mm" if device == "cuda" else "_weight_int4pack_mm_for_cpu"
-        if not hasattr(torch, op_name):
-            raise RuntimeError(f"this torch has no torch.{op_name}")
-        op = getattr(torch, op_name)
-        group = p.get("G", 128)
-        sets = int4_sets(torch, m, n, k, group, device)
+    sets = bf16_sets(torch, p["M"], p["N"], p["K"], device)
+    return peerlib.time_launches(torch, torch.nn.functional.linear, sets, warmup, iters, device)
 
-        def run(x, w, sz):
-            return op(x, w, group, sz)
 
-        run(*sets[0])
-        return "tinygemm_int4", peerlib.time_launches(torch, run, sets, warmup, iters, device)
-    return None
+def time_int4(torch, case, warmup, iters, device):
+    """tinygemm's int4 kernel, in µs per launch; on the CPU rehearsal the CPU op of the same family (same
+    arguments, its own packing)."""
+    p = case["params"]
+    op_name = "_weight_int4pack_mm" if device == "cuda" else "_weight_int4pack_mm_for_cpu"
+    if not hasattr(torch, op_name):
+        raise RuntimeError(f"this torch has no torch.{op_name}")
+    op = getattr(torch, op_name)
+    group = p.get("G", 128)
+    sets = int4_sets(torch, p["M"], p["N"], p["K"], group, device)
+
+    def run(x, w, sz):
+        return op(x, w, group, sz)
+
+    run(*sets[0])
+    return peerlib.time_launches(torch, run, sets, warmup, iters, device)
+
+
+# The peer of each dtype; int8 has none.
+PEERS = {"bf16": ("cublas", time_bf16), "int4": ("tinygemm_int4", time_int4)}
 
 
 def main():
@@ -80,33 +83,13 @@ def main():
     doc = peerlib.header(torch, SCRIPT, args)
     shape_files, out = peerlib.resolve_paths(args, "gemv", SUITES, doc["gpu"])
     warmup, iters = peerlib.launches(args)
-    rows, skipped = [], []
-    for path in shape_files:
-        for case in peerlib.load_cases(path, args.limit, args.smoke):
-            try:
-                result = time_case(torch, case, warmup, iters, args.device)
-            except (RuntimeError, TypeError) as error:
-                reason = peerlib.skip_reason(error)
-                skipped.append({"dtype": case["dtype"], "shape": case["shape"], "reason": reason})
-                print(f"skip {case['dtype']} {case['shape']}: {reason}", file=sys.stderr)
-                continue
-            finally:
-                peerlib.free_cached_memory(torch, args.device)
-            if result is None:
-                continue
-            name, times = result
-            row = {
-                "suite": case["suite"],
-                "kernel": case["kernel"],
-                "peer": name,
-                "shape": case["shape"],
-                "dtype": case["dtype"],
-                **peerlib.summarize(times),
-            }
-            rows.append(row)
-            print(f"{name:14s} {case['dtype']:5s} {case['shape']:30s} {row['median_us']:10.2f} us", flush=True)
-    doc["rows"] = rows
-    doc["skipped"] = skipped
+
+    def attempts(case):
+        if case["dtype"] in PEERS:
+            name, time = PEERS[case["dtype"]]
+            yield name, lambda: (time(torch, case, warmup, iters, args.device), {})
+
+    doc["rows"], doc["skipped"] = peerlib.measure_cases(torch, args, shape_files, attempts)
     peerlib.write_json(out, doc)
 
 
