@@ -34,7 +34,7 @@ extern "C" {
         smem: usize,
         params: *const c_void,
         params_size: usize,
-        reverse: i32,
+        schedule: i32,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -59,13 +59,38 @@ extern "C" {
 /// Dynamic shared memory a kernel may use before its limit is raised (as on the GPU).
 const DEFAULT_SHARED_LIMIT: u32 = 48 << 10;
 
+/// The order in which the emulator runs each block's threads (each until it blocks or yields). Races
+/// the protocol allows show in some orders only; kernels-cuda/emu/README.md says what each one finds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// First to last.
+    #[default]
+    InOrder,
+    /// Last to first.
+    Reversed,
+    /// First to last, but warp 0 (a warp-specialised kernel's producer) runs only when no other thread
+    /// can, after the TMA copies the others wait for have landed, and an mbarrier wait that succeeds at
+    /// once yields: consumers get as far ahead of the producer as the protocol lets them.
+    StarveWarp0,
+}
+
+impl Schedule {
+    /// What `rl_emu_launch` takes.
+    fn code(self) -> i32 {
+        match self {
+            Schedule::InOrder => 0,
+            Schedule::Reversed => 1,
+            Schedule::StarveWarp0 => 2,
+        }
+    }
+}
+
 /// The emulated device. Launches run to completion before [`Launcher::launch`] returns.
 #[derive(Default)]
 pub struct Emulator {
     /// Raised dynamic shared memory limits, by entry.
     shared_limits: Mutex<HashMap<String, u32>>,
-    /// Run each block's threads last to first.
-    reverse: bool,
+    schedule: Schedule,
 }
 
 impl Emulator {
@@ -76,7 +101,24 @@ impl Emulator {
     /// An emulator that runs each block's threads in the other order: a barrier missing between one
     /// thread's write and another's read often shows in one of the two orders only.
     pub fn reversed() -> Self {
-        Emulator { reverse: true, ..Self::default() }
+        Self::with_schedule(Schedule::Reversed)
+    }
+
+    /// An emulator that starves warp 0 (see [`Schedule::StarveWarp0`]): a consumer that skips a wait
+    /// for the producer's work reads what the producer has not done yet.
+    pub fn starving_warp0() -> Self {
+        Self::with_schedule(Schedule::StarveWarp0)
+    }
+
+    /// An emulator that runs each block's threads in `schedule`'s order.
+    pub fn with_schedule(schedule: Schedule) -> Self {
+        Emulator { schedule, ..Self::default() }
+    }
+
+    /// The order it runs each block's threads in (`ROOFLAB_EMU_REVERSE=1` and `ROOFLAB_EMU_STARVE_WARP0=1`
+    /// add theirs to every launch).
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     /// Parameter bytes of `entry` as the emulated kernel declares them; None if it has no such entry.
@@ -122,7 +164,7 @@ impl Launcher for Emulator {
                 config.shared_mem_bytes as usize,
                 (&params as *const P).cast(),
                 size_of::<P>(),
-                i32::from(self.reverse),
+                self.schedule.code(),
                 err.as_mut_ptr(),
                 err.len(),
             )
@@ -646,7 +688,7 @@ mod tests {
             (25, 128, &["cp.async.bulk.tensor.3d writes shared bytes", "wgmma of warpgroup 0 still in flight"]),
             (26, 32, &["overlaps the box of a copy not landed yet"]),
         ];
-        for emu in [Emulator::new(), Emulator::reversed()] {
+        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0()] {
             let map = emu.tensor_map(&TensorMap3d::heads(a.span().addr(), 64, 1, 64, 64)).unwrap();
             for (mode, threads, wants) in cases {
                 let out = HostBuffer::from_slice(&[0f32; 512]);
@@ -654,7 +696,7 @@ mod tests {
                 let e = selftest(&emu, "rl_emu_selftest_fault", threads, p).expect_err(&format!("mode {mode}"));
                 let e = e.to_string();
                 for want in wants {
-                    assert!(e.contains(want), "mode {mode} (reversed: {}): {e:?} should say {want:?}", emu.reverse);
+                    assert!(e.contains(want), "mode {mode} ({:?}): {e:?} should say {want:?}", emu.schedule);
                 }
             }
         }
@@ -664,7 +706,7 @@ mod tests {
     fn the_hopper_models_keep_their_rules() {
         let a_vals = bf16_bits(&eighths(64 * 64, 7));
         let a = HostBuffer::from_slice(&a_vals);
-        for emu in [Emulator::new(), Emulator::reversed()] {
+        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0()] {
             let map = emu.tensor_map(&TensorMap3d::heads(a.span().addr(), 64, 1, 64, 64)).unwrap();
             let run = |mode: i32, threads: u32| {
                 let out = HostBuffer::from_slice(&[0f32; 512]);
@@ -697,6 +739,32 @@ mod tests {
             }
             // try_wait.parity 1 on a fresh mbarrier: the phase before phase 0 counts as complete.
             assert!(run(18, 32)[..32].iter().all(|&x| x == 1.0));
+        }
+    }
+
+    /// v4's `v_fixed` hand-over in small (selftest mode 27): warp 0 lands a box and zeroes its first 32
+    /// words, warp 1 reads them. Waiting for the fix-up, every schedule reads zeros; skipping that wait,
+    /// the starved schedule runs the consumers before the producer fixes anything up.
+    #[test]
+    fn starving_warp_0_runs_its_consumers_ahead_of_the_producer() {
+        let a_vals = bf16_bits(&eighths(64 * 64, 8));
+        let a = HostBuffer::from_slice(&a_vals);
+        let landed: Vec<u32> = (0..32).map(|t| u32::from(a_vals[2 * t]) | u32::from(a_vals[2 * t + 1]) << 16).collect();
+        assert!(landed.iter().all(|&w| w != 0), "the test needs non-zero data");
+        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0()] {
+            let map = emu.tensor_map(&TensorMap3d::heads(a.span().addr(), 64, 1, 64, 64)).unwrap();
+            for skip_wait in [0, 1] {
+                let out = HostBuffer::from_slice(&[0f32; 512]);
+                let p =
+                    SelftestParams { a: map, out: out.span().addr(), mode: 27, arg: skip_wait, ..Default::default() };
+                selftest(&emu, "rl_emu_selftest_fault", 64, p).unwrap();
+                let words: Vec<u32> = out.to_vec()[..32].iter().map(|x| x.to_bits()).collect();
+                if skip_wait == 0 {
+                    assert!(words.iter().all(|&w| w == 0), "{:?}, waiting for the fix-up: {words:x?}", emu.schedule);
+                } else if emu.schedule == Schedule::StarveWarp0 {
+                    assert_eq!(words, landed, "starved, the consumers read the box before the producer's fix-up");
+                }
+            }
         }
     }
 }

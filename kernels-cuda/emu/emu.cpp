@@ -175,6 +175,8 @@ void yield_to_released() {
     switch_to_scheduler(current.block, current.lane);
 }
 
+void preempt() { switch_to_scheduler(current.block, current.lane); }
+
 uint16_t half_at(const unsigned char* p) {
     uint16_t v;
     memcpy(&v, p, 2);
@@ -505,21 +507,39 @@ struct Worker {
         current.block_idx = b.idx;
         current.block_dim = {L.block.x, L.block.y, L.block.z};
         current.grid_dim = {L.grid.x, L.grid.y, L.grid.z};
+        // Runs lane l until it blocks or yields, then the threads an mbarrier phase released meanwhile, in the
+        // order released (they go first).
+        const auto run_lane = [&](Lane& l) {
+            switch_to_lane(&b, &l);
+            for (size_t r = 0; r < b.released.size() && !b.failed; ++r)
+                if (lanes[b.released[r]].state == Lane::Runnable) switch_to_lane(&b, &lanes[b.released[r]]);
+            b.released.clear();
+        };
+        // Lanes below `starved` (warp 0 when the schedule starves it) run only when no other lane can, one at
+        // a time, and only after the TMA copies the others wait for have landed: a producer warp then lags
+        // its consumers as far as the protocol allows.
+        const int starved = starved_lanes(b);
         for (;;) {
             bool ran = false, all_done = true;
             for (int k = 0; k < n && !b.failed; ++k) {
-                Lane& l = lanes[L.reverse ? n - 1 - k : k];
-                if (l.state == Lane::Runnable) {
+                const int i = L.reverse ? n - 1 - k : k;
+                Lane& l = lanes[i];
+                if (l.state == Lane::Runnable && i >= starved) {
                     ran = true;
-                    switch_to_lane(&b, &l);
-                    // Threads an mbarrier phase released go first, in the order released.
-                    for (size_t r = 0; r < b.released.size() && !b.failed; ++r)
-                        if (lanes[b.released[r]].state == Lane::Runnable) switch_to_lane(&b, &lanes[b.released[r]]);
-                    b.released.clear();
+                    run_lane(l);
                 }
                 if (l.state != Lane::Done) all_done = false;
             }
             if (b.failed) break;
+            if (!ran && starved > 0 && !all_done) {
+                if (wake_tma_waiters(b, starved)) continue;
+                for (int i = 0; i < starved && !ran; ++i)
+                    if (lanes[i].state == Lane::Runnable) {
+                        ran = true;
+                        run_lane(lanes[i]);
+                    }
+                if (b.failed) break;
+            }
             if (all_done) {
                 const std::string end = mbarrier_block_end(b);
                 if (!end.empty()) {
@@ -530,7 +550,7 @@ struct Worker {
             }
             // Nothing ran: the TMA copies that waiting threads poll for land now (as late as they can),
             // else the block is deadlocked.
-            if (!ran && !wake_tma_waiters(b)) {
+            if (!ran && !wake_tma_waiters(b, 0)) {
                 b.failed = true;
                 b.error = format("kernel `%s` block (%u,%u,%u): deadlock, every live thread waits:", L.entry->name,
                                  b.idx.x, b.idx.y, b.idx.z) +
@@ -605,10 +625,11 @@ struct AltStack {
 
 using namespace rl_emu;
 
-// Runs kernel `name` over the grid; 0 on success, else -1 with a one-line message in err.
-// `reverse` (or ROOFLAB_EMU_REVERSE=1) runs each block's threads last to first.
+// Runs kernel `name` over the grid; 0 on success, else -1 with a one-line message in err. `schedule`: 0 runs
+// each block's threads first to last, 1 (or ROOFLAB_EMU_REVERSE=1) last to first, 2 (or
+// ROOFLAB_EMU_STARVE_WARP0=1) with warp 0 starved (Launch::starve_warp0; the two variables combine).
 extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t smem,
-                             const void* params, size_t params_size, int reverse, char* err, size_t err_len) {
+                             const void* params, size_t params_size, int schedule, char* err, size_t err_len) {
     auto error = [&](const std::string& msg) {
         snprintf(err, err_len, "%s", msg.c_str());
         return -1;
@@ -617,6 +638,7 @@ extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const uns
     if (!entry) return error(format("no kernel `%s` in the emulator", name));
     if (params_size != entry->param_size)
         return error(format("kernel `%s` takes %zu parameter bytes, given %zu", name, entry->param_size, params_size));
+    if (schedule < 0 || schedule > 2) return error(format("kernel `%s`: schedule %d (0, 1 or 2)", name, schedule));
     const size_t threads = (size_t)block[0] * block[1] * block[2];
     if (threads == 0 || threads > MAX_THREADS)
         return error(format("kernel `%s`: %zu threads per block (1 to 1024)", name, threads));
@@ -633,7 +655,9 @@ extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const uns
     L.smem = smem;
     L.params = params;
     const char* rev = getenv("ROOFLAB_EMU_REVERSE");
-    L.reverse = reverse || (rev && !strcmp(rev, "1"));
+    const char* starve = getenv("ROOFLAB_EMU_STARVE_WARP0");
+    L.starve_warp0 = schedule == 2 || (starve && !strcmp(starve, "1"));
+    L.reverse = schedule == 1 || (rev && !strcmp(rev, "1"));
     const size_t blocks = (size_t)grid[0] * grid[1] * grid[2];
     unsigned workers = std::max(1u, std::thread::hardware_concurrency());
     if (const char* t = getenv("ROOFLAB_EMU_THREADS")) workers = std::max(1, atoi(t));

@@ -45,8 +45,10 @@ Mbarrier& barrier_for(uint32_t bar, const char* op) {
 }
 
 // Lanes blocked on `m` whose phase has now completed go on, first (BlockState::released), in the
-// schedule's order: a reversed run releases the highest thread first.
+// schedule's order: a reversed run releases the highest thread first. A starved lane (warp 0 when the
+// schedule starves it) only becomes runnable: it waits until no other thread can run.
 void wake(BlockState* b, const Mbarrier& m) {
+    const int starved = starved_lanes(*b);
     for (int k = 0; k < b->n; ++k) {
         const int i = b->launch->reverse ? b->n - 1 - k : k;
         Lane& l = b->lanes[i];
@@ -54,7 +56,7 @@ void wake(BlockState* b, const Mbarrier& m) {
             (m.phase & 1) != l.wait_parity) {
             l.wait_kind = WaitKind::None;  // released: try_wait returns true when it resumes
             l.state = Lane::Runnable;
-            b->released.push_back(i);
+            if (i >= starved) b->released.push_back(i);
         }
     }
 }
@@ -190,6 +192,9 @@ bool mbarrier_try_wait_parity(uint32_t bar, uint32_t parity) {
         land_all(b, m);  // the copies this phase tracks land when a thread waits on it
         if ((m.phase & 1) != parity) {
             yield_to_released();  // others this landing released
+            // Starving warp 0, a wait that succeeds at once still lets the others run first: the producer
+            // that lands its own copy does not go on (to fix the tile up, say) before the consumers could.
+            if (b->launch->starve_warp0) preempt();
             return true;
         }
         me->wait_kind = WaitKind::Mbarrier;
@@ -309,11 +314,11 @@ void setmaxnreg(int n, bool inc) {
 
 // ---- scheduler hooks ---------------------------------------------------------------------------------
 
-bool wake_tma_waiters(BlockState& b) {
+bool wake_tma_waiters(BlockState& b, int first_lane) {
     bool woke = false;
     for (const Mbarrier& m : b.mbarriers) {
         if (m.copies.empty()) continue;
-        for (int i = 0; i < b.n; ++i) {
+        for (int i = first_lane; i < b.n; ++i) {
             Lane& l = b.lanes[i];
             if (l.state == Lane::Waiting && l.wait_kind == WaitKind::Mbarrier && l.wait_addr == m.addr) {
                 l.state = Lane::Runnable;  // it lands the copies and checks the phase again

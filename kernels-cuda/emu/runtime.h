@@ -83,6 +83,9 @@ struct Launch {
     size_t smem;
     const void* params;
     bool reverse;
+    // The starved-producer schedule: warp 0's threads run only when no other thread can, and a
+    // successful mbarrier wait is a preemption point (emu.cpp, run_block).
+    bool starve_warp0;
     std::atomic<size_t> next_block{0};
     std::atomic<bool> failed{false};
     std::mutex error_lock;
@@ -183,14 +186,19 @@ void collective(Scope scope, const char* tag, Exec exec);
 void block_lane();
 // Lets the threads in BlockState::released run first (the running lane stays Runnable).
 void yield_to_released();
+// Hands the running lane (still Runnable) back to the scheduler, which resumes it in its turn.
+void preempt();
+// The threads the schedule runs only when no other can: warp 0 under Launch::starve_warp0, else none.
+inline int starved_lanes(const BlockState& b) { return b.launch->starve_warp0 ? std::min(32, b.n) : 0; }
 uint16_t half_at(const unsigned char* p);
 float elem_to_f32(Elem e, uint16_t bits);
 
 // ---- hooks the scheduler calls -------------------------------------------------------------------
 
-// hopper.cpp: makes one lane waiting on each mbarrier with copies not landed runnable (it lands them);
-// false if there is none. Called when no lane can run, before declaring a deadlock.
-bool wake_tma_waiters(BlockState& b);
+// hopper.cpp: makes one lane (from `first_lane` on) waiting on each mbarrier with copies not landed
+// runnable (it lands them); false if there is none. Called when no lane can run, before declaring a
+// deadlock (and, starving warp 0, for the other lanes before warp 0 runs).
+bool wake_tma_waiters(BlockState& b, int first_lane);
 // What lane `l` (Waiting) waits for, in words.
 std::string describe_wait(const BlockState& b, const Lane& l);
 // hopper.cpp: after every lane exited; a message if an mbarrier still has copies or a half-done phase.

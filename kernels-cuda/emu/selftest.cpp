@@ -311,6 +311,28 @@ void fault(const Params& p) {
             }
             wait(bar, 0);
             break;
+        case 27: {  // v4's ragged tile in small: warp 0 lands a box, zeroes its first 32 words and hands it
+                    // over through a second mbarrier; arg 1: the consumer warp skips that wait (a race)
+            const uint32_t fixed = bar + 8;
+            if (t == 0) ptx::mbarrier_init(fixed, 1);
+            init(1);
+            if (warp == 0) {
+                if (t == 0) {
+                    ptx::mbarrier_arrive_expect_tx(bar, A_BYTES);
+                    ptx::tma_load_3d(s.base, &p.a, bar, 0, 0, 0);
+                }
+                __syncwarp();
+                wait(bar, 0);
+                memset(s.p + 4 * t, 0, 4);
+                __syncwarp();
+                if (t == 0) ptx::mbarrier_arrive(fixed);
+            } else {
+                wait(bar, 0);
+                if (p.arg == 0) wait(fixed, 0);
+                memcpy(out + (t - 32), s.p + 4 * (t - 32), 4);
+            }
+            break;
+        }
     }
 }
 

@@ -21,6 +21,11 @@ pub fn gpu_reversed() -> Gpu {
     Gpu { kernels: Emulator::reversed() }
 }
 
+/// The emulator with warp 0 (a warp-specialised kernel's producer) run only when no other thread can.
+pub fn gpu_starving_warp0() -> Gpu {
+    Gpu { kernels: Emulator::starving_warp0() }
+}
+
 impl Gpu {
     /// The emulator runs every CUDA thread as a fiber: tests shrink their largest shapes here (and say so).
     pub const EMULATED: bool = true;
