@@ -12,9 +12,18 @@ use crate::{Error, Result};
 /// Query heads one KV head may serve (MAX_GROUP in attention_decode.cu).
 pub const MAX_GQA_GROUP: usize = 16;
 /// Keys per tile of the split kernel (DEC_TILE); a split covers a multiple of it.
-pub const TILE_KEYS: usize = 64;
+pub const TILE_KEYS: usize = 32;
 const SPLIT_THREADS: u32 = 128;
 const MAX_SPLITS: usize = 64;
+
+/// Dynamic shared memory of the split kernel (SplitShared<D> in the .cu file): the group's f32
+/// queries, one tile's probabilities, the running (max, sum, rescale) per head, then two stages of
+/// K and V tiles with rows padded by 8 elements (16-byte aligned). Under 48 KB for both head dims,
+/// so no opt-in is needed.
+pub fn split_shared_bytes(head_dim: usize) -> usize {
+    let stats = (MAX_GQA_GROUP * head_dim + MAX_GQA_GROUP * TILE_KEYS + 3 * MAX_GQA_GROUP) * 4;
+    stats.next_multiple_of(16) + 2 * 2 * TILE_KEYS * (head_dim + 8) * 2
+}
 
 /// Shapes of a decode-attention call. `q`/`out` are `[batch][num_heads][head_dim]` f32; each
 /// cache is `[batch][cache_len][num_kv_heads][head_dim]` bf16.
@@ -136,7 +145,8 @@ pub fn attention_decode(
     params.partial_ml = scratch.partial_ml.addr();
     params.num_splits = as_u32("num_splits", scratch.num_splits)?;
     let split_entry = if shape.head_dim == 64 { "attn_decode_split_hd64" } else { "attn_decode_split_hd128" };
-    let split_grid = grid((params.num_splits, params.num_kv_heads, params.batch), SPLIT_THREADS);
+    let mut split_grid = grid((params.num_splits, params.num_kv_heads, params.batch), SPLIT_THREADS);
+    split_grid.shared_mem_bytes = as_u32("decode split kernel shared memory", split_shared_bytes(shape.head_dim))?;
     let combine_grid = grid((params.num_heads, params.batch, 1), params.head_dim);
     // SAFETY: every span was checked against the shapes above; the combine kernel reads only the
     // scratch the split kernel writes.
@@ -170,6 +180,14 @@ pub fn attention_decode_naive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_shared_memory_is_the_kernels_struct() {
+        // sizeof(SplitShared<D>), as ptxas reported it when the struct was static shared memory.
+        assert_eq!(split_shared_bytes(128), 45248);
+        assert_eq!(split_shared_bytes(64), 24768);
+        assert!(split_shared_bytes(128) <= 48 << 10);
+    }
 
     #[test]
     fn splits_follow_occupancy_and_length() {
