@@ -460,6 +460,33 @@ __device__ __forceinline__ void load_q_f32(T* s, const float* g, size_t g_stride
     }
 }
 
+// The epilogue of one query row of a tensor-core kernel (v2-v4): the row sum completed over the quad of
+// lanes that holds the row (every lane must call this), O / l written as f32 or T from the thread's
+// accumulator pairs `acc(dt, e)` (columns col + 8 dt + e), the LSE by the quad's first lane. Rows past
+// the sequence are not stored.
+template <typename T, int D, typename Acc>
+__device__ __forceinline__ void store_row(const AttnPrefillParams& p, const Seq& s, unsigned h, unsigned row,
+                                          unsigned col, float l_part, float m, float sl2, Acc acc) {
+    float l = l_part;
+    l += __shfl_xor_sync(FULL_MASK, l, 1);
+    l += __shfl_xor_sync(FULL_MASK, l, 2);
+    if (row >= s.q_len) return;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col;
+    if (p.out_f32) {
+        float* out = ptr<float>(p.out) + oi;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt)
+            *reinterpret_cast<float2*>(out + dt * 8) = make_float2(acc(dt, 0) * inv, acc(dt, 1) * inv);
+    } else {
+        T* out = ptr<T>(p.out) + oi;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt)
+            *reinterpret_cast<uint32_t*>(out + dt * 8) = Ops<T>::pack(acc(dt, 0) * inv, acc(dt, 1) * inv);
+    }
+    if (col == 0) store_lse(p, s, h, row, l > 0.0f ? (m * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
+}
+
 template <typename T, int D, int BN>
 __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
     constexpr int SD = D + PAD;   // shared row stride, elements
@@ -632,30 +659,9 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            float l = l_run[mt][hf];
-            l += __shfl_xor_sync(FULL_MASK, l, 1);
-            l += __shfl_xor_sync(FULL_MASK, l, 2);
-            const unsigned row = m0 + row_in_block + mt * 16 + hf * 8;
-            if (row >= s.q_len) continue;
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col_in_tile;
-            if (p.out_f32) {
-                float* out = ptr<float>(p.out) + oi;
-#pragma unroll
-                for (int dt = 0; dt < DT; ++dt)
-                    *reinterpret_cast<float2*>(out + dt * 8) =
-                        make_float2(o[mt][dt][2 * hf] * inv, o[mt][dt][2 * hf + 1] * inv);
-            } else {
-                T* out = ptr<T>(p.out) + oi;
-#pragma unroll
-                for (int dt = 0; dt < DT; ++dt)
-                    *reinterpret_cast<uint32_t*>(out + dt * 8) =
-                        Ops<T>::pack(o[mt][dt][2 * hf] * inv, o[mt][dt][2 * hf + 1] * inv);
-            }
-            if (lane % 4 == 0)
-                store_lse(p, s, h, row, l > 0.0f ? (m_run[mt][hf] * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
-        }
+        for (int hf = 0; hf < 2; ++hf)
+            store_row<T, D>(p, s, h, m0 + row_in_block + mt * 16 + hf * 8, col_in_tile, l_run[mt][hf], m_run[mt][hf],
+                            sl2, [&](int dt, int e) { return o[mt][dt][2 * hf + e]; });
 }
 
 }  // namespace flash
@@ -857,29 +863,9 @@ __device__ __forceinline__ void store_rows(const AttnPrefillParams& p, const Seq
                                            unsigned col, const float (&o)[D / 2], const float (&m_run)[2],
                                            const float (&l_run)[2], float sl2) {
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-        float l = l_run[hf];
-        l += __shfl_xor_sync(FULL_MASK, l, 1);
-        l += __shfl_xor_sync(FULL_MASK, l, 2);
-        const unsigned row = row0 + hf * 8;
-        if (row >= s.q_len) continue;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const size_t oi = ((size_t)(s.q_begin + row) * p.num_heads + h) * D + col;
-        if (p.out_f32) {
-            float* out = ptr<float>(p.out) + oi;
-#pragma unroll
-            for (int dt = 0; dt < D / 8; ++dt)
-                *reinterpret_cast<float2*>(out + dt * 8) =
-                    make_float2(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
-        } else {
-            T* out = ptr<T>(p.out) + oi;
-#pragma unroll
-            for (int dt = 0; dt < D / 8; ++dt)
-                *reinterpret_cast<uint32_t*>(out + dt * 8) =
-                    flash::Ops<T>::pack(o[dt * 4 + hf * 2] * inv, o[dt * 4 + hf * 2 + 1] * inv);
-        }
-        if (col == 0) store_lse(p, s, h, row, l > 0.0f ? (m_run[hf] * sl2 + log2f(l)) * LN2 : -CUDART_INF_F);
-    }
+    for (int hf = 0; hf < 2; ++hf)
+        flash::store_row<T, D>(p, s, h, row0 + hf * 8, col, l_run[hf], m_run[hf], sl2,
+                               [&](int dt, int e) { return o[dt * 4 + hf * 2 + e]; });
 }
 
 template <typename T, int D>
@@ -1222,14 +1208,14 @@ __device__ __forceinline__ void consume(const AttnPrefillTmaParams& P, const Wor
         if (with_pv) wait(L::v_full(base, (j - 1) % S), (j - 1) / S % 2);
         ptx::named_barrier_sync(my_turn, 256);
         if (with_pv && !INTRA_WG_OVERLAP) pv(j - 1);
+        const bool overlapped = with_pv && INTRA_WG_OVERLAP;
         float sacc[BN / 2];
-        if (with_pv && INTRA_WG_OVERLAP) fence_operands();
+        if (overlapped) fence_operands();
         wg::wgmma_fence();
         const uint32_t k_tile = base + L::K + (j % S) * L::TILE_BYTES;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) wg::mma_qk<T>(sacc, q_desc(kk), k_desc(k_tile, kk), kk > 0);
         wg::wgmma_commit();
-        const bool overlapped = with_pv && INTRA_WG_OVERLAP;
         if (overlapped) {
             issue_pv(j - 1);
             wg::wgmma_commit();
