@@ -58,6 +58,9 @@ fn build_emulator(kernels: &Path) {
         .flag("-include")
         .flag("cuda_emu.h")
         .flag_if_supported("-Wno-unknown-pragmas")
+        // CUDA code reads shared memory through other types (a bf16 row as uint4); nvcc allows it, and
+        // GCC's strict-aliasing optimisations must not reorder around it.
+        .flag("-fno-strict-aliasing")
         // The TMA kernel takes a 64-byte aligned struct by value; GCC notes that this ABI changed in GCC 4.6.
         .flag_if_supported("-Wno-psabi")
         .files(sources)
