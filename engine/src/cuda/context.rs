@@ -15,6 +15,13 @@ use cudarc::driver::{CudaContext, CudaStream, DriverError};
 use super::{report_drop_error, CudaResultExt};
 use crate::{Error, Result};
 
+/// How the mock driver of scripts/mock-gpu (kernels-cuda/emu/mock/) names its device: a rehearsal of
+/// the GPU host path on the CPU, whose times are made up.
+pub const MOCK_GPU_NAME_PREFIX: &str = "rooflab mock GPU";
+
+/// The mock driver's switch (`ROOFLAB_MOCK_GPU_KERNELS=skip`) that checks launches without running them.
+pub const MOCK_GPU_KERNELS_ENV: &str = "ROOFLAB_MOCK_GPU_KERNELS";
+
 /// True when the CUDA driver library (libcuda) can be opened on this machine.
 pub fn driver_present() -> bool {
     // SAFETY: only tries to dlopen the library names cudarc would use; nothing is called.
@@ -98,6 +105,16 @@ impl GpuContext {
     /// The device's marketing name ("NVIDIA H100 80GB HBM3").
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// True on the mock driver of scripts/mock-gpu: nothing measured on it is a measurement.
+    pub fn is_mock(&self) -> bool {
+        self.name.starts_with(MOCK_GPU_NAME_PREFIX)
+    }
+
+    /// True on the mock driver when it only checks launches (so no kernel output can be checked).
+    pub fn mock_skips_kernels(&self) -> bool {
+        self.is_mock() && std::env::var(MOCK_GPU_KERNELS_ENV).is_ok_and(|v| v == "skip")
     }
 
     pub fn compute_capability(&self) -> (u32, u32) {

@@ -20,7 +20,7 @@ mod modules;
 mod timing;
 
 pub use blas::Blas;
-pub use context::{driver_present, gpu_available, GpuContext};
+pub use context::{driver_present, gpu_available, GpuContext, MOCK_GPU_KERNELS_ENV, MOCK_GPU_NAME_PREFIX};
 /// Device buffer types of cudarc, re-exported so users of the engine need no direct dependency.
 pub use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 pub use graph::CapturedGraph;

@@ -184,6 +184,14 @@ pub fn run(args: &BenchArgs) -> Result<PathBuf> {
     }
     // The GPU first: without one, fail before anything is measured or written.
     let device = Device::open()?;
+    if device.gpu.is_mock() && args.out.file_name().is_some_and(|n| n == "results") {
+        bail!(
+            "{} is scripts/mock-gpu's rehearsal device: its times are made up, so its runs may not go under \
+             {}; pass --out with a scratch folder",
+            device.gpu.name(),
+            args.out.display()
+        );
+    }
     let date = today_utc();
     let commit = detect_commit();
     let (before, driver) = query_conditions();
