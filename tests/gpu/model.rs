@@ -80,7 +80,11 @@ fn smollm2_matches_the_cpu_model_when_present() {
         eprintln!("SKIPPED: {} not found (scripts/fetch-model)", dir.display());
         return;
     }
-    compare_with_cpu(&dir, &mut GpuModel::load(&dir, GpuOptions::default()).unwrap(), "SmolLM2-135M-Instruct");
+    // Both prefill paths: the tiled GEMM (f32 inputs) at the tight bound, the default (cuBLAS) at its own.
+    for gemm in [PrefillGemm::Tiled, PrefillGemm::Auto] {
+        let options = GpuOptions { prefill_gemm: gemm, ..GpuOptions::default() };
+        compare_with_cpu(&dir, &mut GpuModel::load(&dir, options).unwrap(), &format!("SmolLM2-135M-Instruct {gemm:?}"));
+    }
 }
 
 /// Runs on every machine: an unsupported head_dim is refused from config.json, before any GPU work.
