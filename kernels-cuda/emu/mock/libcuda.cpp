@@ -101,13 +101,11 @@ int attribute(CUdevice_attribute a, bool* known) {
 
 // ---- state ----------------------------------------------------------------------------------------------
 
-struct Function;
-
 // One unit of stream work: run now, or recorded into a graph while its stream is captured.
 struct Op {
     enum Kind { Kernel, Copy, Set8, Set32, HostFn, Record } kind;
     // Kernel
-    Function* function = nullptr;
+    CUfunction function = nullptr;
     unsigned grid[3] = {}, block[3] = {};
     size_t smem = 0;
     std::vector<unsigned char> params;
@@ -145,17 +143,15 @@ struct CUgraph_st {
 struct CUgraphExec_st {
     std::vector<Op> ops;
 };
-struct CUmod_st {
-    std::vector<std::unique_ptr<Function>> functions;
-};
-namespace {
-struct Function {
+// A kernel entry of a loaded module, as its PTX declares it.
+struct CUfunc_st {
     std::string name;
     std::vector<size_t> param_sizes;
     int max_dynamic_shared = SHARED_DEFAULT;
 };
-}  // namespace
-struct CUfunc_st {};  // unused: CUfunction handles point at Function objects
+struct CUmod_st {
+    std::vector<std::unique_ptr<CUfunc_st>> functions;
+};
 
 namespace {
 
@@ -232,26 +228,23 @@ CUresult refuse_during_capture(const char* what) {
          what);
 }
 
-// The allocation holding [p, p + bytes), or null.
-const Allocation* find_allocation(uintptr_t p, size_t bytes) {
+// The live allocation whose bytes include address `p`, or allocations.end().
+std::map<uintptr_t, Allocation>::const_iterator allocation_holding(uintptr_t p) {
     auto it = allocations.upper_bound(p);
-    if (it == allocations.begin()) return nullptr;
+    if (it == allocations.begin()) return allocations.end();
     --it;
-    if (p < it->first || p + bytes > it->first + it->second.bytes) return nullptr;
-    return &it->second;
+    return p < it->first + it->second.bytes ? it : allocations.end();
 }
 
 CUresult check_device_range(const char* what, CUdeviceptr p, size_t bytes) {
     if (bytes == 0) return CUDA_SUCCESS;
-    if (!find_allocation((uintptr_t)p, bytes)) {
-        auto it = allocations.upper_bound((uintptr_t)p);
-        if (it != allocations.begin() && (uintptr_t)p >= std::prev(it)->first &&
-            (uintptr_t)p < std::prev(it)->first + std::prev(it)->second.bytes)
-            FAIL(CUDA_ERROR_INVALID_VALUE, "%s: %zu bytes at 0x%llx run past the end of a %zu-byte allocation", what,
-                 bytes, (unsigned long long)p, std::prev(it)->second.bytes);
+    auto it = allocation_holding((uintptr_t)p);
+    if (it == allocations.end())
         FAIL(CUDA_ERROR_INVALID_VALUE, "%s: 0x%llx is not in any live device allocation", what,
              (unsigned long long)p);
-    }
+    if ((uintptr_t)p + bytes > it->first + it->second.bytes)
+        FAIL(CUDA_ERROR_INVALID_VALUE, "%s: %zu bytes at 0x%llx run past the end of a %zu-byte allocation", what,
+             bytes, (unsigned long long)p, it->second.bytes);
     return CUDA_SUCCESS;
 }
 
@@ -352,7 +345,7 @@ size_t scalar_bytes(const std::string& type) {
 
 // Parses the `.version`, `.target` and each `.entry` with its parameters' sizes. Returns an error message
 // or "".
-std::string parse_ptx(const std::string& ptx, std::vector<std::unique_ptr<Function>>* out) {
+std::string parse_ptx(const std::string& ptx, std::vector<std::unique_ptr<CUfunc_st>>* out) {
     int major = 0, minor = 0;
     size_t v = ptx.find(".version ");
     if (v == std::string::npos || sscanf(ptx.c_str() + v, ".version %d.%d", &major, &minor) != 2)
@@ -375,7 +368,7 @@ std::string parse_ptx(const std::string& ptx, std::vector<std::unique_ptr<Functi
         size_t open = ptx.find('(', name_start);
         size_t close = ptx.find(')', name_start);
         if (open == std::string::npos || close == std::string::npos) return "an .entry without a parameter list";
-        auto f = std::make_unique<Function>();
+        auto f = std::make_unique<CUfunc_st>();
         f->name = ptx.substr(name_start, ptx.find_first_of(" \t\n(", name_start) - name_start);
         std::string params = ptx.substr(open + 1, close - open - 1);
         for (size_t p = params.find(".param"); p != std::string::npos; p = params.find(".param", p + 1)) {
@@ -814,16 +807,15 @@ MOCK_API CUresult cuModuleGetFunction(CUfunction* f, CUmodule module, const char
     if (!f || !module || !name) return CUDA_ERROR_INVALID_VALUE;
     for (auto& fn : module->functions)
         if (fn->name == name) {
-            *f = reinterpret_cast<CUfunction>(fn.get());
+            *f = fn.get();
             return CUDA_SUCCESS;
         }
     return CUDA_ERROR_NOT_FOUND;
 }
 
-MOCK_API CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int value) {
+MOCK_API CUresult cuFuncSetAttribute(CUfunction fn, CUfunction_attribute a, int value) {
     ENTER();
-    if (!f) return CUDA_ERROR_INVALID_HANDLE;
-    Function* fn = reinterpret_cast<Function*>(f);
+    if (!fn) return CUDA_ERROR_INVALID_HANDLE;
     if (a != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)
         FAIL(CUDA_ERROR_INVALID_VALUE, "function attribute %d is not modelled", (int)a);
     if (value < 0 || value > SHARED_OPTIN)
@@ -833,10 +825,9 @@ MOCK_API CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v
     return CUDA_SUCCESS;
 }
 
-MOCK_API CUresult cuFuncGetAttribute(int* value, CUfunction_attribute a, CUfunction f) {
+MOCK_API CUresult cuFuncGetAttribute(int* value, CUfunction_attribute a, CUfunction fn) {
     ENTER();
-    if (!value || !f) return CUDA_ERROR_INVALID_VALUE;
-    Function* fn = reinterpret_cast<Function*>(f);
+    if (!value || !fn) return CUDA_ERROR_INVALID_VALUE;
     switch (a) {
         case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *value = fn->max_dynamic_shared; return CUDA_SUCCESS;
         case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *value = 1024; return CUDA_SUCCESS;
@@ -844,11 +835,10 @@ MOCK_API CUresult cuFuncGetAttribute(int* value, CUfunction_attribute a, CUfunct
     }
 }
 
-MOCK_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+MOCK_API CUresult cuLaunchKernel(CUfunction fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                  unsigned bz, unsigned smem, CUstream s, void** params, void** extra) {
     ENTER();
-    if (!f) return CUDA_ERROR_INVALID_HANDLE;
-    Function* fn = reinterpret_cast<Function*>(f);
+    if (!fn) return CUDA_ERROR_INVALID_HANDLE;
     if (extra) FAIL(CUDA_ERROR_INVALID_VALUE, "`%s`: launch `extra` parameters are not modelled", fn->name.c_str());
     const unsigned long long threads = (unsigned long long)bx * by * bz;
     if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535 || gx > 2147483647u || threads == 0 ||
