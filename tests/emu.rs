@@ -9,6 +9,8 @@
 mod attention;
 #[path = "gpu/common.rs"]
 mod common;
+#[path = "gpu/decode_fused.rs"]
+mod decode_fused;
 #[path = "gpu/device_emu.rs"]
 mod device;
 #[path = "gpu/gemv.rs"]

@@ -16,6 +16,8 @@ mod attention;
 mod common;
 #[path = "gpu/cuda.rs"]
 mod cuda;
+#[path = "gpu/decode_fused.rs"]
+mod decode_fused;
 #[path = "gpu/device_cuda.rs"]
 mod device;
 #[path = "gpu/gemv.rs"]

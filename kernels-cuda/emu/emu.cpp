@@ -15,6 +15,7 @@
 
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_layers(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_gemv(size_t* n);
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_decode_fused(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_decode(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_prefill(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_selftest(size_t* n);
@@ -569,7 +570,8 @@ struct Worker {
 
 const KernelEntry* find_entry(const char* name) {
     using Table = const KernelEntry* (*)(size_t*);
-    const Table tables[] = {rl_emu_entries_layers, rl_emu_entries_gemv, rl_emu_entries_attention_decode,
+    const Table tables[] = {rl_emu_entries_layers,           rl_emu_entries_gemv,
+                            rl_emu_entries_decode_fused,     rl_emu_entries_attention_decode,
                             rl_emu_entries_attention_prefill, rl_emu_entries_selftest};
     for (Table t : tables) {
         size_t n = 0;

@@ -127,6 +127,58 @@ typedef struct GemmParams {
     unsigned int accumulate;
 } GemmParams;
 
+/* ---- decode_fused.cu ------------------------------------------------------------------------ */
+
+/* One token's attention inputs: xn = rmsnorm(x) * norm_weight; q = wq xn, k = wk xn, v = wv xn;
+ * q and k rotated (rotate-half RoPE) by the token's position `*position`; q written to `q`, k and v
+ * rounded to bf16 into cache row `*position`. A position >= cache_len writes NaN into q and leaves
+ * the caches alone (the host checks positions first). When hidden % 8 == 0, x, norm_weight and the
+ * weights must be 16-byte aligned. */
+typedef struct DecodeQkvParams {
+    unsigned long long x;           /* f32 [hidden] */
+    unsigned long long norm_weight; /* f32 [hidden] */
+    unsigned long long wq;          /* bf16 [num_heads * head_dim][hidden] */
+    unsigned long long wk;          /* bf16 [num_kv_heads * head_dim][hidden] */
+    unsigned long long wv;          /* bf16 [num_kv_heads * head_dim][hidden] */
+    unsigned long long q;           /* f32 [num_heads][head_dim] */
+    unsigned long long k_cache;     /* bf16 [cache_len][num_kv_heads * head_dim] (one layer) */
+    unsigned long long v_cache;     /* bf16 [cache_len][num_kv_heads * head_dim] */
+    unsigned long long cos;         /* f32 [cache_len][head_dim / 2] */
+    unsigned long long sin;         /* f32 [cache_len][head_dim / 2] */
+    unsigned long long position;    /* u32 [1] (device) */
+    unsigned int hidden;
+    unsigned int num_heads;
+    unsigned int num_kv_heads;
+    unsigned int head_dim; /* even */
+    unsigned int cache_len;
+    float eps;
+} DecodeQkvParams;
+
+/* out[j] = silu(g) * u with g = w_gate[j] . xn, u = w_up[j] . xn, xn = rmsnorm(x) * norm_weight. */
+typedef struct DecodeGateUpParams {
+    unsigned long long x;           /* f32 [hidden] */
+    unsigned long long norm_weight; /* f32 [hidden] */
+    unsigned long long w_gate;      /* bf16 [intermediate][hidden] */
+    unsigned long long w_up;        /* bf16 [intermediate][hidden] */
+    unsigned long long out;         /* f32 [intermediate]; must not overlap x */
+    unsigned int hidden;
+    unsigned int intermediate;
+    float eps;
+    unsigned int pad0;
+} DecodeGateUpParams;
+
+/* y[j] = w[j] . (rmsnorm(x) * norm_weight): the final norm and the output head of one token. */
+typedef struct GemvRmsNormParams {
+    unsigned long long w;           /* bf16 [n][k] */
+    unsigned long long x;           /* f32 [k] */
+    unsigned long long norm_weight; /* f32 [k] */
+    unsigned long long y;           /* f32 [n]; must not overlap x */
+    unsigned int n;
+    unsigned int k;
+    float eps;
+    unsigned int pad0;
+} GemvRmsNormParams;
+
 /* ---- attention_decode.cu -------------------------------------------------------------------- */
 
 /* One query token per sequence against its contiguous KV cache. Sequence b sees cache rows
@@ -245,6 +297,19 @@ ROOFLAB_STATIC_ASSERT(offsetof(GemvParams, accumulate) == 32, "GemvParams.accumu
 ROOFLAB_STATIC_ASSERT(sizeof(GemmParams) == 40, "GemmParams size");
 ROOFLAB_STATIC_ASSERT(offsetof(GemmParams, m) == 24, "GemmParams.m");
 ROOFLAB_STATIC_ASSERT(offsetof(GemmParams, accumulate) == 36, "GemmParams.accumulate");
+
+ROOFLAB_STATIC_ASSERT(sizeof(DecodeQkvParams) == 112, "DecodeQkvParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(DecodeQkvParams, position) == 80, "DecodeQkvParams.position");
+ROOFLAB_STATIC_ASSERT(offsetof(DecodeQkvParams, hidden) == 88, "DecodeQkvParams.hidden");
+ROOFLAB_STATIC_ASSERT(offsetof(DecodeQkvParams, eps) == 108, "DecodeQkvParams.eps");
+
+ROOFLAB_STATIC_ASSERT(sizeof(DecodeGateUpParams) == 56, "DecodeGateUpParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(DecodeGateUpParams, hidden) == 40, "DecodeGateUpParams.hidden");
+ROOFLAB_STATIC_ASSERT(offsetof(DecodeGateUpParams, eps) == 48, "DecodeGateUpParams.eps");
+
+ROOFLAB_STATIC_ASSERT(sizeof(GemvRmsNormParams) == 48, "GemvRmsNormParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(GemvRmsNormParams, n) == 32, "GemvRmsNormParams.n");
+ROOFLAB_STATIC_ASSERT(offsetof(GemvRmsNormParams, eps) == 40, "GemvRmsNormParams.eps");
 
 ROOFLAB_STATIC_ASSERT(sizeof(AttnDecodeParams) == 88, "AttnDecodeParams size");
 ROOFLAB_STATIC_ASSERT(offsetof(AttnDecodeParams, partial_ml) == 48, "AttnDecodeParams.partial_ml");

@@ -99,6 +99,52 @@ pub struct GemmParams {
 }
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct DecodeQkvParams {
+    pub x: ::core::ffi::c_ulonglong,
+    pub norm_weight: ::core::ffi::c_ulonglong,
+    pub wq: ::core::ffi::c_ulonglong,
+    pub wk: ::core::ffi::c_ulonglong,
+    pub wv: ::core::ffi::c_ulonglong,
+    pub q: ::core::ffi::c_ulonglong,
+    pub k_cache: ::core::ffi::c_ulonglong,
+    pub v_cache: ::core::ffi::c_ulonglong,
+    pub cos: ::core::ffi::c_ulonglong,
+    pub sin: ::core::ffi::c_ulonglong,
+    pub position: ::core::ffi::c_ulonglong,
+    pub hidden: ::core::ffi::c_uint,
+    pub num_heads: ::core::ffi::c_uint,
+    pub num_kv_heads: ::core::ffi::c_uint,
+    pub head_dim: ::core::ffi::c_uint,
+    pub cache_len: ::core::ffi::c_uint,
+    pub eps: f32,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct DecodeGateUpParams {
+    pub x: ::core::ffi::c_ulonglong,
+    pub norm_weight: ::core::ffi::c_ulonglong,
+    pub w_gate: ::core::ffi::c_ulonglong,
+    pub w_up: ::core::ffi::c_ulonglong,
+    pub out: ::core::ffi::c_ulonglong,
+    pub hidden: ::core::ffi::c_uint,
+    pub intermediate: ::core::ffi::c_uint,
+    pub eps: f32,
+    pub pad0: ::core::ffi::c_uint,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GemvRmsNormParams {
+    pub w: ::core::ffi::c_ulonglong,
+    pub x: ::core::ffi::c_ulonglong,
+    pub norm_weight: ::core::ffi::c_ulonglong,
+    pub y: ::core::ffi::c_ulonglong,
+    pub n: ::core::ffi::c_uint,
+    pub k: ::core::ffi::c_uint,
+    pub eps: f32,
+    pub pad0: ::core::ffi::c_uint,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct AttnDecodeParams {
     pub q: ::core::ffi::c_ulonglong,
     pub k_cache: ::core::ffi::c_ulonglong,

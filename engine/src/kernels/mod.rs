@@ -8,6 +8,7 @@
 
 pub mod attention_decode;
 pub mod attention_prefill;
+pub mod decode_fused;
 pub mod gemv;
 pub mod layers;
 pub mod tma;
@@ -17,8 +18,9 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 
 use crate::cuda::{self, CudaResultExt, GpuContext, ModuleRegistry};
 use crate::ffi::params::{
-    AttnDecodeParams, AttnPrefillParams, AttnPrefillTmaParams, CastParams, EmbeddingParams, GemmParams, GemvParams,
-    KvAppendParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
+    AttnDecodeParams, AttnPrefillParams, AttnPrefillTmaParams, CastParams, DecodeGateUpParams, DecodeQkvParams,
+    EmbeddingParams, GemmParams, GemvParams, GemvRmsNormParams, KvAppendParams, ResidualAddParams, RmsNormParams,
+    RopeParams, SiluMulParams,
 };
 use crate::{Error, Result};
 use tma::{RlTensorMap, TensorMap3d};
@@ -36,6 +38,9 @@ unsafe impl DeviceRepr for CastParams {}
 unsafe impl DeviceRepr for KvAppendParams {}
 unsafe impl DeviceRepr for GemvParams {}
 unsafe impl DeviceRepr for GemmParams {}
+unsafe impl DeviceRepr for DecodeQkvParams {}
+unsafe impl DeviceRepr for DecodeGateUpParams {}
+unsafe impl DeviceRepr for GemvRmsNormParams {}
 unsafe impl DeviceRepr for AttnDecodeParams {}
 unsafe impl DeviceRepr for AttnPrefillParams {}
 // SAFETY: as above; the tensor maps are opaque 128-byte, 64-byte aligned blocks (CUtensorMap).
@@ -68,6 +73,7 @@ macro_rules! kernel {
 
 pub const LAYERS: &str = "layers";
 pub const GEMV: &str = "gemv";
+pub const DECODE_FUSED: &str = "decode_fused";
 pub const ATTENTION_DECODE: &str = "attention_decode";
 pub const ATTENTION_PREFILL: &str = "attention_prefill";
 
@@ -84,6 +90,9 @@ pub static ENTRIES: &[KernelAbi] = &[
     kernel!("gemv", "gemv_bf16", GemvParams),
     kernel!("gemv", "gemv_bf16_bf16x", GemvParams),
     kernel!("gemv", "gemm_bf16_tiled", GemmParams),
+    kernel!("decode_fused", "decode_qkv_bf16", DecodeQkvParams),
+    kernel!("decode_fused", "decode_gate_up_bf16", DecodeGateUpParams),
+    kernel!("decode_fused", "gemv_rmsnorm_bf16", GemvRmsNormParams),
     kernel!("attention_decode", "attn_decode_naive", AttnDecodeParams),
     kernel!("attention_decode", "attn_decode_split_hd64", AttnDecodeParams),
     kernel!("attention_decode", "attn_decode_split_hd128", AttnDecodeParams),
@@ -237,7 +246,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ENTRIES.len());
         for e in ENTRIES {
-            assert!([LAYERS, GEMV, ATTENTION_DECODE, ATTENTION_PREFILL].contains(&e.module), "{e:?}");
+            assert!([LAYERS, GEMV, DECODE_FUSED, ATTENTION_DECODE, ATTENTION_PREFILL].contains(&e.module), "{e:?}");
             // 8-byte aligned structs, or 64 where they hold TMA tensor maps (CUtensorMap's alignment).
             assert!(e.params.iter().all(|p| p.size % 8 == 0 && (p.align == 8 || p.align == 64)), "{e:?}");
         }
