@@ -57,13 +57,21 @@ fn tma_prefill_passes_with_the_producer_warp_starved() {
 /// 16 that attend to the earlier ones through the cache.
 #[test]
 fn the_gpu_forward_pass_matches_the_cpu_model_on_random_checkpoints() {
-    use rooflab::model::gpu::EmulatedGpuModel;
+    use rooflab::model::gpu::{DecodeKernels, EmulatedGpuModel};
     for (i, shape) in model_check::SHAPES.into_iter().enumerate() {
         let dir = model_check::checkpoint(&format!("emu-shape{i}"), shape);
         for chunk in [512, 16] {
             let mut model = EmulatedGpuModel::load(&dir, 256, chunk).unwrap();
-            model_check::compare_with_cpu(&dir, &mut model, &format!("emulated shape {i} {shape:?} chunk {chunk}"));
+            // The chunked run decodes with the unfused kernels (decode_fused.cu's baseline).
+            let decode = if chunk == 16 { DecodeKernels::Unfused } else { DecodeKernels::Fused };
+            model.set_decode_kernels(decode);
+            let what = format!("emulated shape {i} {shape:?} chunk {chunk}, {decode:?} decode");
+            model_check::compare_with_cpu(&dir, &mut model, &what);
         }
+        let mut model = EmulatedGpuModel::load(&dir, 256, 512).unwrap();
+        model_check::compare_decode_kernels(&mut model, shape.vocab, &format!("emulated shape {i}"), |m, d| {
+            m.set_decode_kernels(d)
+        });
     }
 }
 

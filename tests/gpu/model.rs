@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use rooflab::cuda::driver_present;
-use rooflab::model::gpu::{GpuModel, GpuOptions, PrefillGemm};
+use rooflab::model::gpu::{DecodeKernels, GpuModel, GpuOptions, PrefillGemm};
 use rooflab::model::random::LlamaShape;
 use rooflab::model::{CausalLm, Logits};
 use rooflab::Error;
@@ -26,9 +26,19 @@ fn gpu_model_matches_cpu_model_on_random_checkpoints() {
                 &format!("shape {i} {shape:?} {gemm:?}"),
             );
         }
-        // Prompts longer than the prefill chunk go in pieces that attend to the earlier ones.
-        let options = GpuOptions { prefill_chunk: 16, max_context: Some(256), ..GpuOptions::default() };
-        compare_with_cpu(&dir, &mut GpuModel::load(&dir, options).unwrap(), &format!("shape {i} chunked prefill"));
+        // Prompts longer than the prefill chunk go in pieces that attend to the earlier ones; this run
+        // also decodes with the unfused kernels (the baseline of decode_fused.cu).
+        let options = GpuOptions {
+            prefill_chunk: 16,
+            max_context: Some(256),
+            decode: DecodeKernels::Unfused,
+            ..GpuOptions::default()
+        };
+        compare_with_cpu(
+            &dir,
+            &mut GpuModel::load(&dir, options).unwrap(),
+            &format!("shape {i} chunked prefill, unfused decode"),
+        );
     }
 }
 
@@ -46,6 +56,18 @@ fn graph_replay_gives_the_same_logits_as_eager_launches() {
     let (eager_tokens, eager_rows) = run(&mut model, false);
     assert_eq!(graph_tokens, eager_tokens);
     assert_eq!(graph_rows, eager_rows, "graph replay and eager launches run the same kernels: bit-identical logits");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn fused_and_unfused_decode_agree() {
+    for (i, shape) in SHAPES.into_iter().enumerate() {
+        let dir = checkpoint(&format!("fusion{i}"), shape);
+        let mut model = GpuModel::load(&dir, GpuOptions { max_context: Some(256), ..GpuOptions::default() }).unwrap();
+        crate::model_check::compare_decode_kernels(&mut model, shape.vocab, &format!("shape {i}"), |m, d| {
+            m.set_decode_kernels(d)
+        });
+    }
 }
 
 #[test]

@@ -165,6 +165,41 @@ fn check_logits(got: &[f32], want: &[f32], inputs: GemmInputs, what: &str) {
     assert!(err < inputs.bound(), "{what}: worst logit off by {err} of the largest ({inputs:?} GEMM inputs)");
 }
 
+/// The same greedy run with the fused and the unfused decode kernels (`set` switches `model`): the
+/// fused kernels only reorder f32 sums, so each step's logits agree within 1e-4 of the largest, and so
+/// do the tokens, up to a tie closer than that (where the runs may part; rows are compared up to it).
+pub fn compare_decode_kernels<M: CausalLm>(
+    model: &mut M,
+    vocab: usize,
+    what: &str,
+    set: impl Fn(&mut M, rooflab::model::gpu::DecodeKernels),
+) {
+    use rooflab::model::gpu::DecodeKernels;
+    const BOUND: f32 = 1e-4;
+    let tokens = prompt(9, vocab);
+    set(model, DecodeKernels::Fused);
+    let (fused_tokens, fused_rows) = greedy(model, &tokens, 12);
+    set(model, DecodeKernels::Unfused);
+    let (unfused_tokens, unfused_rows) = greedy(model, &tokens, 12);
+    set(model, DecodeKernels::Fused);
+    let mut compared = fused_rows.len();
+    if let Some(i) = (0..fused_tokens.len()).find(|&i| fused_tokens[i] != unfused_tokens[i]) {
+        let row = &unfused_rows[i];
+        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let gap = row[unfused_tokens[i] as usize] - row[fused_tokens[i] as usize];
+        assert!(
+            gap <= BOUND * scale,
+            "{what}: fused and unfused decode chose different tokens at step {i} (gap {gap})"
+        );
+        compared = i + 1;
+    }
+    for (i, (f, u)) in fused_rows.iter().zip(&unfused_rows).take(compared).enumerate() {
+        let err = max_rel_diff(f, u);
+        assert!(err < BOUND, "{what}: decode step {i}: fused and unfused logits differ by {err} of the largest");
+    }
+    eprintln!("{what}: fused and unfused decode agree over {compared} steps");
+}
+
 /// max |a - b| / max |b|: the relative logit error the model tests bound.
 pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -20,6 +20,7 @@ use std::path::Path;
 use cudarc::driver::CudaSlice;
 
 use self::buffers::{Activations, KvCache};
+pub use self::forward::DecodeKernels;
 use self::forward::{forward_chunks, ForwardDevice, ForwardSpans, Gemm, LayerSpans};
 use self::weights::GpuWeights;
 use super::weights::LlamaTensors;
@@ -53,6 +54,8 @@ pub struct GpuOptions {
     /// Capture the decode step into a CUDA graph and replay it (off: launch eagerly, for debugging).
     pub use_graphs: bool,
     pub prefill_gemm: PrefillGemm,
+    /// Which kernels run the decode step (fused by default; unfused is the baseline).
+    pub decode: DecodeKernels,
 }
 
 impl Default for GpuOptions {
@@ -63,6 +66,7 @@ impl Default for GpuOptions {
             prefill_chunk: 512,
             use_graphs: true,
             prefill_gemm: PrefillGemm::Auto,
+            decode: DecodeKernels::Fused,
         }
     }
 }
@@ -205,6 +209,15 @@ impl GpuModel {
         self.options.use_graphs = on;
     }
 
+    /// Switches the decode step between the fused and the unfused kernels; the next step captures a
+    /// new graph.
+    pub fn set_decode_kernels(&mut self, decode: DecodeKernels) {
+        if decode != self.options.decode {
+            self.decode_graph = None;
+            self.options.decode = decode;
+        }
+    }
+
     pub fn uses_cublas(&self) -> bool {
         self.blas.is_some()
     }
@@ -265,6 +278,7 @@ impl GpuModel {
             num_splits: a.num_splits,
             step: a.step_spans()?,
             gemm,
+            decode: self.options.decode,
         })
     }
 }
@@ -377,9 +391,13 @@ impl CausalLm for GpuModel {
             (None, None) => "tiled".to_string(),
         };
         format!(
-            "{} (sm_{major}{minor}, PTX {}, prefill GEMM: {gemm}, CUDA graphs {})",
+            "{} (sm_{major}{minor}, PTX {}, prefill GEMM: {gemm}, decode kernels: {}, CUDA graphs {})",
             self.gpu.name(),
             self.kernels.modules().arch(),
+            match self.options.decode {
+                DecodeKernels::Fused => "fused",
+                DecodeKernels::Unfused => "unfused",
+            },
             if self.options.use_graphs { "on" } else { "off" }
         )
     }

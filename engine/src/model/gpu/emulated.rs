@@ -9,7 +9,7 @@ use std::path::Path;
 use half::bf16;
 
 use super::buffers::{StepLayout, LOGIT_ROWS};
-use super::forward::{self, forward_chunks, ForwardDevice, ForwardSpans, Gemm, LayerSpans};
+use super::forward::{self, forward_chunks, DecodeKernels, ForwardDevice, ForwardSpans, Gemm, LayerSpans};
 use super::{check_supported, weights};
 use crate::emu::{Emulator, HostBuffer};
 use crate::kernels::attention_decode::DecodeShape;
@@ -50,6 +50,7 @@ pub struct EmulatedGpuModel {
     step: HostBuffer<u32>,
     step_layout: StepLayout,
     cached: usize,
+    decode: DecodeKernels,
 }
 
 impl EmulatedGpuModel {
@@ -129,8 +130,14 @@ impl EmulatedGpuModel {
             step: HostBuffer::from_slice(&vec![0u32; step_layout.len()]),
             step_layout,
             cached: 0,
+            decode: DecodeKernels::Fused,
             config,
         })
+    }
+
+    /// Which kernels run the decode step (fused by default).
+    pub fn set_decode_kernels(&mut self, decode: DecodeKernels) {
+        self.decode = decode;
     }
 
     fn spans(&self) -> Result<ForwardSpans<'_>> {
@@ -176,6 +183,7 @@ impl EmulatedGpuModel {
             num_splits: self.num_splits,
             step,
             gemm: Gemm::Tiled,
+            decode: self.decode,
         })
     }
 }

@@ -11,6 +11,7 @@ use super::buffers::{StepSpans, LOGIT_ROWS};
 use crate::cuda::{Blas, DevSpan};
 use crate::kernels::attention_decode::{attention_decode, DecodeScratch, DecodeShape};
 use crate::kernels::attention_prefill::{self as prefill, KvLayout, Operand, PrefillIo, PrefillShape};
+use crate::kernels::decode_fused::{self as fused, NormedInput, QkvHeads, QkvOutputs, QkvWeights};
 use crate::kernels::gemv::{gemm_tiled, gemv, GemvKernel};
 use crate::kernels::layers::{self, RopeShape};
 use crate::kernels::Launcher;
@@ -35,6 +36,17 @@ pub(super) struct LayerSpans<'a> {
 pub(super) enum Gemm<'a> {
     Cublas(&'a Blas, DevSpan<'a, bf16>),
     Tiled,
+}
+
+/// Which kernels run the one-token decode step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeKernels {
+    /// decode_fused.cu: the norms, RoPE, KV append and SwiGLU folded into the GEMVs (6 launches per
+    /// layer).
+    #[default]
+    Fused,
+    /// One kernel per operation (14 launches per layer): the baseline, and what prefill runs.
+    Unfused,
 }
 
 /// Every buffer the forward pass reads or writes, as spans (whole buffers; the pass takes the rows
@@ -66,6 +78,7 @@ pub(super) struct ForwardSpans<'a> {
     pub num_splits: usize,
     pub step: StepSpans<'a>,
     pub gemm: Gemm<'a>,
+    pub decode: DecodeKernels,
 }
 
 /// One matrix product of a projection: weight `[n][k]`, output `[rows][n]`, add into it or not.
@@ -112,6 +125,9 @@ fn project(
 /// Queues embedding and every decoder layer for the `n` tokens described by the step buffer,
 /// leaving the final residual stream in `m.x`.
 pub(super) fn queue_layers(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> Result<()> {
+    if n == 1 && m.decode == DecodeKernels::Fused {
+        return queue_fused_decode_layers(kern, m);
+    }
     let c = m.config;
     let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let ctx = m.context;
@@ -137,20 +153,7 @@ pub(super) fn queue_layers(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> 
         let (k_cache, v_cache) = (m.k_cache.rows(layer_rows.clone(), kvd)?, m.v_cache.rows(layer_rows, kvd)?);
         layers::kv_append(kern, k, v, k_cache, v_cache, ctx, step.positions, n, kvd)?;
         if n == 1 {
-            let shape = DecodeShape {
-                batch: 1,
-                num_heads: c.num_heads,
-                num_kv_heads: c.num_kv_heads,
-                head_dim: c.head_dim,
-                cache_len: ctx,
-                scale,
-            };
-            let scratch = DecodeScratch {
-                partial_out: m.decode_partial_out,
-                partial_ml: m.decode_partial_ml,
-                num_splits: m.num_splits,
-            };
-            attention_decode(kern, q, k_cache, v_cache, step.seq_len, attn, scratch, shape)?;
+            decode_attention(kern, m, q, k_cache, v_cache, attn)?;
         } else {
             // The flash kernel reads the f32 queries and writes the f32 output itself (converted
             // while staged / stored), against the bf16 cache; the chunk's queries sit at
@@ -192,11 +195,70 @@ pub(super) fn queue_layers(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> 
     Ok(())
 }
 
+/// Split-KV attention of the one token in `q` against one layer's cache, into `attn`.
+fn decode_attention(
+    kern: &impl Launcher,
+    m: &ForwardSpans,
+    q: DevSpan<f32>,
+    k_cache: DevSpan<bf16>,
+    v_cache: DevSpan<bf16>,
+    attn: DevSpan<f32>,
+) -> Result<()> {
+    let c = m.config;
+    let shape = DecodeShape {
+        batch: 1,
+        num_heads: c.num_heads,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        cache_len: m.context,
+        scale: 1.0 / (c.head_dim as f32).sqrt(),
+    };
+    let scratch =
+        DecodeScratch { partial_out: m.decode_partial_out, partial_ml: m.decode_partial_ml, num_splits: m.num_splits };
+    attention_decode(kern, q, k_cache, v_cache, m.step.seq_len, attn, scratch, shape)
+}
+
+/// [`queue_layers`] for one token with decode_fused.cu: per layer the fused norm + q/k/v + RoPE +
+/// cache append, the attention (split and combine), the o GEMV adding into the residual stream, the
+/// fused norm + gate/up + SwiGLU, and the down GEMV adding into it.
+fn queue_fused_decode_layers(kern: &impl Launcher, m: &ForwardSpans) -> Result<()> {
+    let c = m.config;
+    let (h, qd, kvd, f, ctx) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, m.context);
+    let (x, q, attn, act) = (m.x.rows(0..1, h)?, m.q.rows(0..1, qd)?, m.attn.rows(0..1, qd)?, m.gate.rows(0..1, f)?);
+    let heads = QkvHeads { num_heads: c.num_heads, num_kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+    layers::embedding(kern, m.embed, c.vocab_size, h, m.step.tokens, 1, x)?;
+    for (i, l) in m.layers.iter().enumerate() {
+        let layer_rows = i * ctx..(i + 1) * ctx;
+        let (k_cache, v_cache) = (m.k_cache.rows(layer_rows.clone(), kvd)?, m.v_cache.rows(layer_rows, kvd)?);
+        let out = QkvOutputs {
+            q,
+            k_cache,
+            v_cache,
+            cache_len: ctx,
+            rope_cos: m.rope_cos,
+            rope_sin: m.rope_sin,
+            position: m.step.positions,
+        };
+        let attn_input = NormedInput { x, norm: l.attn_norm, hidden: h, eps: c.rms_norm_eps };
+        fused::decode_qkv(kern, attn_input, QkvWeights { q: l.q, k: l.k, v: l.v }, out, heads)?;
+        decode_attention(kern, m, q, k_cache, v_cache, attn)?;
+        gemv(kern, GemvKernel::WarpPerRow, l.o, attn, x, h, qd, true)?;
+        let mlp_input = NormedInput { x, norm: l.mlp_norm, hidden: h, eps: c.rms_norm_eps };
+        fused::decode_gate_up(kern, mlp_input, l.gate, l.up, act, f)?;
+        gemv(kern, GemvKernel::WarpPerRow, l.down, act, x, h, f, true)?;
+    }
+    Ok(())
+}
+
 /// Queues the final norm and head for row `n - 1` of the residual stream into logits row 0.
 pub(super) fn queue_last_logits(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> Result<()> {
     let c = m.config;
     let h = c.hidden_size;
     let (x, xn) = (m.x.rows(n - 1..n, h)?, m.xn.rows(n - 1..n, h)?);
+    if m.decode == DecodeKernels::Fused {
+        let input = NormedInput { x, norm: m.final_norm, hidden: h, eps: c.rms_norm_eps };
+        return fused::gemv_rmsnorm(kern, input, m.head, m.logits.slice(0..c.vocab_size)?, c.vocab_size);
+    }
     layers::rmsnorm(kern, x, m.final_norm, xn, 1, h, c.rms_norm_eps)?;
     let logits = m.logits.slice(0..c.vocab_size)?;
     project(kern, m, xn, 1, h, &[Product { w: m.head, y: logits, n: c.vocab_size, accumulate: false }])
