@@ -14,7 +14,7 @@ use super::{Device, Implementation, Workload};
 
 const MAX_COPIES: usize = 256;
 /// Positions of the RoPE tables (a 4k context).
-const ROPE_TABLE: usize = 4096;
+pub(super) const ROPE_TABLE: usize = 4096;
 const EPS: f32 = 1e-5;
 const IMPLEMENTATIONS: [Implementation; 2] =
     [Implementation::rooflab("rooflab"), Implementation::vendor("memcpy_same_bytes")];
@@ -152,7 +152,7 @@ impl<'d> LayerWorkload<'d> {
 }
 
 /// RoPE cos and sin tables `[ROPE_TABLE][head_dim / 2]`, back to back (theta 10000).
-fn rope_tables(head_dim: usize) -> Vec<f32> {
+pub(super) fn rope_tables(head_dim: usize) -> Vec<f32> {
     let half = head_dim / 2;
     let angle = |p: usize, i: usize| p as f64 * 10000f64.powf(-2.0 * i as f64 / head_dim as f64);
     let mut out: Vec<f32> = (0..ROPE_TABLE * half).map(|j| angle(j / half, j % half).cos() as f32).collect();

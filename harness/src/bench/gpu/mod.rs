@@ -13,6 +13,7 @@ pub mod attention;
 pub mod ceilings;
 pub mod data;
 pub mod decode;
+pub mod decode_fused;
 pub mod e2e;
 pub mod gemv;
 pub mod layers;
