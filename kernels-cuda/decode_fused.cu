@@ -33,14 +33,6 @@ using namespace rl;
 
 constexpr int FUSED_WARPS = 8;  // warps (work units) per block
 
-// Eight consecutive f32 values starting at element i (16-byte aligned when k % 8 == 0).
-__device__ __forceinline__ void load_f32x8(const float* v, unsigned i, float out[8]) {
-    const float4 a = *reinterpret_cast<const float4*>(v + i);
-    const float4 b = *reinterpret_cast<const float4*>(v + i + 4);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-}
-
 // The dot products of R weight rows (bf16, k long) with g . x, and sum(x^2), each reduced over the
 // warp (every lane returns the totals). With k % 8 == 0 the rows, x and g must be 16-byte aligned:
 // a lane reads 16 bytes of each row per step, so the warp reads 512 contiguous bytes of each.

@@ -30,12 +30,7 @@ extern "C" __global__ void gemv_bf16_naive(const GemvParams p) {
 }
 
 // Eight activations starting at element i (16-byte aligned when k % 8 == 0).
-__device__ __forceinline__ void load_x8(const float* x, unsigned i, float out[8]) {
-    const float4 a = *reinterpret_cast<const float4*>(x + i);
-    const float4 b = *reinterpret_cast<const float4*>(x + i + 4);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-}
+__device__ __forceinline__ void load_x8(const float* x, unsigned i, float out[8]) { load_f32x8(x, i, out); }
 
 __device__ __forceinline__ void load_x8(const __nv_bfloat16* x, unsigned i, float out[8]) {
     bf16x8_to_f32(*reinterpret_cast<const uint4*>(x + i), out);

@@ -47,6 +47,14 @@ __device__ __forceinline__ void bf16x8_to_f32(const uint4 raw, float out[8]) {
     out[7] = bf16_hi(raw.w);
 }
 
+// Eight consecutive f32 values starting at element i of v, as two 16-byte loads (v + i 16-byte aligned).
+__device__ __forceinline__ void load_f32x8(const float* v, unsigned i, float out[8]) {
+    const float4 a = *reinterpret_cast<const float4*>(v + i);
+    const float4 b = *reinterpret_cast<const float4*>(v + i + 4);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+
 // Read-only 16-byte load through the non-coherent cache (weights and KV are never written by
 // the kernel that reads them).
 __device__ __forceinline__ uint4 load_ro_16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
