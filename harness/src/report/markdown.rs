@@ -20,7 +20,7 @@ fn suite_blurb(suite: &str) -> &'static str {
         "decode" => "Decode attention over a KV cache, one new token per sequence: bytes count K and V once per KV head (GQA must not re-read them).",
         "gemv" => "Matrix-vector products x[M,K]·W[N,K]ᵀ with small M: bytes are the weights (plus scales and zeros) and the activations.",
         "spec" => "Speculative-decoding verification: the target's logits for the draft tokens are read once.",
-        "e2e" => "Whole-model generation, batch 1 greedy: decode_step is the time per generated token (tok/s: generated tokens per second), prefill the time to first token (tok/s: prompt tokens per second); % of roof is the fraction of the weight-bandwidth floor (every weight read once per step).",
+        "e2e" => "Whole-model generation, batch 1 greedy: decode_step is the time per generated token (tok/s: generated tokens per second; `rooflab` replays a CUDA graph of the fused decode kernels, `rooflab-eager` launches them one by one, `rooflab-unfused` replays a graph of one kernel per operation), prefill the time to first token (tok/s: prompt tokens per second); % of roof is the fraction of the weight-bandwidth floor (every weight read once per step).",
         _ => "",
     }
 }
