@@ -75,6 +75,33 @@ fn the_gpu_forward_pass_matches_the_cpu_model_on_random_checkpoints() {
     }
 }
 
+/// Kernels per decode step (the nodes of the GPU model's decode graph): per layer 6 fused (qkv, the
+/// split attention and its combine, o, gate/up, down) against 14 unfused, plus the embedding and the
+/// head (1 fused, 2 unfused).
+#[test]
+fn a_fused_decode_step_launches_6_kernels_per_layer_and_an_unfused_one_14() {
+    use rooflab::model::gpu::{DecodeKernels, EmulatedGpuModel};
+    use rooflab::model::{CausalLm, Logits};
+    let shape = model_check::SHAPES[1];
+    let dir = model_check::checkpoint("emu-launch-count", shape);
+    let mut model = EmulatedGpuModel::load(&dir, 64, 64).unwrap();
+    let tokens = model_check::prompt(5, shape.vocab);
+    model.forward(&tokens, 0, Logits::Last).unwrap();
+    let mut per_step = Vec::new();
+    for (i, decode) in [DecodeKernels::Fused, DecodeKernels::Unfused].into_iter().enumerate() {
+        model.set_decode_kernels(decode);
+        let before = model.kernel_launches();
+        model.forward(&[tokens[0]], tokens.len() + i, Logits::Last).unwrap();
+        per_step.push(model.kernel_launches() - before);
+    }
+    let layers = shape.layers;
+    assert_eq!(
+        per_step,
+        [6 * layers + 2, 14 * layers + 3],
+        "{layers} layers: launches per decode step (fused, unfused)"
+    );
+}
+
 /// SmolLM2-135M-Instruct (when scripts/fetch-model has imported it) through the GPU forward pass on
 /// the emulator: the prompt's last logits within 1e-2 of the CPU model, and the same greedy
 /// continuation of "The capital of France is" for a few tokens.

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use cudarc::driver::{DeviceRepr, LaunchConfig};
@@ -91,6 +92,8 @@ pub struct Emulator {
     /// Raised dynamic shared memory limits, by entry.
     shared_limits: Mutex<HashMap<String, u32>>,
     schedule: Schedule,
+    /// Kernels launched so far (what a CUDA graph of the same work would hold as kernel nodes).
+    launches: AtomicUsize,
 }
 
 impl Emulator {
@@ -119,6 +122,11 @@ impl Emulator {
     /// add theirs to every launch).
     pub fn schedule(&self) -> Schedule {
         self.schedule
+    }
+
+    /// How many kernels this emulator has launched.
+    pub fn launch_count(&self) -> usize {
+        self.launches.load(Ordering::Relaxed)
     }
 
     /// Parameter bytes of `entry` as the emulated kernel declares them; None if it has no such entry.
@@ -150,6 +158,7 @@ impl Launcher for Emulator {
             )));
         }
         let name = CString::new(entry).map_err(|_| Error::Invalid(format!("kernel name {entry:?}")))?;
+        self.launches.fetch_add(1, Ordering::Relaxed);
         let (g, b) = (config.grid_dim, config.block_dim);
         let grid = [g.0, g.1, g.2];
         let block = [b.0, b.1, b.2];

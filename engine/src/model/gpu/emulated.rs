@@ -140,6 +140,12 @@ impl EmulatedGpuModel {
         self.decode = decode;
     }
 
+    /// Kernels launched so far: the difference over one decode step is the number of kernel nodes
+    /// the GPU model's decode graph holds.
+    pub fn kernel_launches(&self) -> usize {
+        self.emu.launch_count()
+    }
+
     fn spans(&self) -> Result<ForwardSpans<'_>> {
         let a: Vec<_> = self.acts.iter().map(HostBuffer::span).collect();
         let step = self.step_layout.spans(self.step.span())?;
