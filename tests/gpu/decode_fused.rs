@@ -6,11 +6,11 @@
 use rooflab::kernels::decode_fused::{
     decode_gate_up, decode_qkv, gemv_rmsnorm, NormedInput, QkvHeads, QkvOutputs, QkvWeights,
 };
-use rooflab::model::LlamaConfig;
 use rooflab::reference as r;
 use rooflab::sample::Rng;
 
 use crate::common::{assert_close, bf16_round, randn, span, to_bf16, Gpu};
+use crate::layers::rope_config;
 
 /// Relative error of a bf16 store of an f32 value that was itself computed in another order: at
 /// most one bf16 unit in the last place (2^-8) when rounding goes the other way.
@@ -28,14 +28,6 @@ fn weight(rng: &mut Rng, rows: usize, k: usize) -> Vec<f32> {
     bf16_round(&randn(rng, rows * k, 1.0 / (k as f32).sqrt()))
 }
 
-fn rope_tables(head_dim: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
-    let json = format!(
-        r#"{{"hidden_size":{head_dim},"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":1,
-            "head_dim":{head_dim},"vocab_size":10,"rope_theta":10000.0}}"#
-    );
-    LlamaConfig::from_json(&json).unwrap().rope_tables(len)
-}
-
 pub fn fused_qkv_matches_norm_gemv_rope_and_append(g: &Gpu) {
     let mut rng = Rng::new(31);
     let cache_len = 37;
@@ -50,7 +42,7 @@ pub fn fused_qkv_matches_norm_gemv_rope_and_append(g: &Gpu) {
         let (x, norm) = normed_input(&mut rng, hidden);
         let (wq, wk, wv) =
             (weight(&mut rng, q_dim, hidden), weight(&mut rng, kv_dim, hidden), weight(&mut rng, kv_dim, hidden));
-        let (cos, sin) = rope_tables(head_dim, cache_len);
+        let (cos, sin) = rope_config(head_dim).rope_tables(cache_len);
         let (d_x, d_norm, d_cos, d_sin) = (g.upload(&x), g.upload(&norm), g.upload(&cos), g.upload(&sin));
         let (d_wq, d_wk, d_wv) = (g.upload(&to_bf16(&wq)), g.upload(&to_bf16(&wk)), g.upload(&to_bf16(&wv)));
 

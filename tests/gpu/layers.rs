@@ -44,7 +44,8 @@ pub fn rmsnorm_matches_reference_and_works_in_place(g: &Gpu) {
     }
 }
 
-fn rope_config(head_dim: usize) -> LlamaConfig {
+/// A one-layer config whose RoPE tables (theta 10000) the rotary tests use.
+pub fn rope_config(head_dim: usize) -> LlamaConfig {
     let json = format!(
         r#"{{"hidden_size":{h},"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":1,
             "head_dim":{head_dim},"vocab_size":10,"rope_theta":10000.0}}"#,

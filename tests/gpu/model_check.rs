@@ -130,31 +130,43 @@ pub fn compare_with_cpu(dir: &Path, gpu: &mut dyn CausalLm, what: &str) {
 
     let (cpu_tokens, cpu_rows) = greedy(&mut cpu, &tokens, 32);
     let (gpu_tokens, gpu_rows) = greedy(gpu, &tokens, 32);
-    let mut compared = 32;
-    if let Some(i) = (0..32).find(|&i| cpu_tokens[i] != gpu_tokens[i]) {
-        // Random weights give near-ties: a swap of two tokens whose CPU logits are within the logit
-        // bound is rounding, not a wrong kernel. The sequences diverge there, so rows 0..=i are compared.
-        let row = &cpu_rows[i];
-        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let gap = row[cpu_tokens[i] as usize] - row[gpu_tokens[i] as usize];
-        if gap > 1e-2 * scale {
-            let mut top: Vec<f32> = row.clone();
-            top.sort_by(|a, b| b.total_cmp(a));
-            panic!(
-                "{what}: greedy token {i} differs: cpu {} gpu {} (cpu top-2 logits {} {}, gpu rel err {})",
-                cpu_tokens[i],
-                gpu_tokens[i],
-                top[0],
-                top[1],
-                max_rel_diff(&gpu_rows[i], &cpu_rows[i])
-            );
-        }
-        eprintln!("{what}: greedy token {i} is a near-tie (cpu logit gap {gap}); compared up to it");
-        compared = i + 1;
-    }
+    let compared = steps_to_compare(what, (&cpu_tokens, &cpu_rows), (&gpu_tokens, &gpu_rows), 1e-2);
     for (i, (g, c)) in gpu_rows.iter().zip(&cpu_rows).take(compared).enumerate() {
         check_logits(g, c, inputs, &format!("{what}: decode step {i} logits"));
     }
+}
+
+/// How many steps of two greedy runs to compare: all of them, or up to and including the first step
+/// where their tokens differ. Random weights give near-ties, so that step must be one: the reference
+/// run's logits of the two tokens within `bound` of its largest logit (rounding, not a wrong kernel);
+/// the runs part there.
+fn steps_to_compare(
+    what: &str,
+    (ref_tokens, ref_rows): (&[u32], &[Vec<f32>]),
+    (tokens, rows): (&[u32], &[Vec<f32>]),
+    bound: f32,
+) -> usize {
+    let Some(i) = ref_tokens.iter().zip(tokens).position(|(a, b)| a != b) else {
+        return ref_tokens.len();
+    };
+    let row = &ref_rows[i];
+    let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let gap = row[ref_tokens[i] as usize] - row[tokens[i] as usize];
+    if gap > bound * scale {
+        let mut top: Vec<f32> = row.clone();
+        top.sort_by(|a, b| b.total_cmp(a));
+        panic!(
+            "{what}: greedy token {i} differs: {} against the reference's {} (reference top-2 logits {} {}, \
+             logits off by {} of the largest)",
+            tokens[i],
+            ref_tokens[i],
+            top[0],
+            top[1],
+            max_rel_diff(&rows[i], row)
+        );
+    }
+    eprintln!("{what}: greedy token {i} is a near-tie (reference logit gap {gap}); compared up to it");
+    i + 1
 }
 
 /// The worst logit's error, relative to the largest logit, within `inputs`' bound; printed.
@@ -182,17 +194,7 @@ pub fn compare_decode_kernels<M: CausalLm>(
     set(model, DecodeKernels::Unfused);
     let (unfused_tokens, unfused_rows) = greedy(model, &tokens, 12);
     set(model, DecodeKernels::Fused);
-    let mut compared = fused_rows.len();
-    if let Some(i) = (0..fused_tokens.len()).find(|&i| fused_tokens[i] != unfused_tokens[i]) {
-        let row = &unfused_rows[i];
-        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let gap = row[unfused_tokens[i] as usize] - row[fused_tokens[i] as usize];
-        assert!(
-            gap <= BOUND * scale,
-            "{what}: fused and unfused decode chose different tokens at step {i} (gap {gap})"
-        );
-        compared = i + 1;
-    }
+    let compared = steps_to_compare(what, (&unfused_tokens, &unfused_rows), (&fused_tokens, &fused_rows), BOUND);
     for (i, (f, u)) in fused_rows.iter().zip(&unfused_rows).take(compared).enumerate() {
         let err = max_rel_diff(f, u);
         assert!(err < BOUND, "{what}: decode step {i}: fused and unfused logits differ by {err} of the largest");
