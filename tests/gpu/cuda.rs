@@ -50,6 +50,34 @@ fn a_failed_capture_leaves_the_stream_usable() {
     g.ctx.synchronize().unwrap();
 }
 
+/// Graphs are captured thread-locally: another thread's synchronising calls (tests run in parallel; a
+/// server may time or load on one thread while another captures) must leave the capture intact.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn other_threads_may_synchronise_while_a_graph_is_captured() {
+    let g = gpu();
+    let n = 256;
+    let acc = g.upload(&vec![1.0f32; n]);
+    let graph = CapturedGraph::capture(&g.ctx, || {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = gpu();
+                let buf = other.upload(&vec![2.0f32; n]);
+                let times =
+                    time_kernel(&other.ctx, 1, 2, || layers::residual_add(&other.kernels, span(&buf), span(&buf), n));
+                assert_eq!(times.unwrap().len(), 2);
+                other.ctx.synchronize().unwrap();
+            })
+            .join()
+            .expect("the other thread's work")
+        });
+        layers::residual_add(&g.kernels, span(&acc), span(&acc), n)
+    })
+    .unwrap();
+    graph.replay().unwrap();
+    assert_eq!(g.download(&acc), vec![2.0; n]);
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn timing_and_bandwidth_are_plausible() {

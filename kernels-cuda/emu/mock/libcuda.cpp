@@ -16,7 +16,8 @@
 // - copies and memsets: a device range must lie inside one live allocation;
 // - stream capture (CUDA graphs): work on a capturing stream is recorded, not run; calls the driver
 //   refuses while a capture is open (synchronising, synchronous copies and allocations) fail with
-//   CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidate the capture, as on the GPU;
+//   CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidate the capture, as on the GPU, on the threads the
+//   capture's mode forbids them to (a thread-local capture: only the thread that began it);
 // - events: timing an event created with CU_EVENT_DISABLE_TIMING or never recorded fails;
 // - sticky errors: a kernel that fails (a trap, a deadlock, a protocol error the emulator names) makes
 //   every later call return CUDA_ERROR_LAUNCH_FAILED, and the emulator's message goes to stderr.
@@ -34,6 +35,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 // The emulator's entry points (../emu.cpp, ../hopper.cpp), linked into this library.
@@ -130,6 +132,8 @@ struct CUstream_st {
     bool legacy = false;
     CUgraph capture = nullptr;  // the graph being captured into, if capturing
     bool invalidated = false;   // the capture hit an unsupported call and can only be ended
+    CUstreamCaptureMode capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+    std::thread::id capturing_thread;  // the thread that began the capture
 };
 struct CUevent_st {
     unsigned flags = 0;
@@ -213,13 +217,25 @@ CUstream resolve(CUstream s) {
 
 bool valid_stream(CUstream s) { return s == &legacy_stream || streams.count(s); }
 
+// Whether the capture open on `s` forbids the calling thread the driver's unsafe calls (synchronising,
+// allocating, synchronous copies). As in the driver, with every thread in the default (global) interaction
+// mode: a capture forbids them to the thread that began it unless it was begun relaxed, and to other threads
+// only when it was begun in global mode. rooflab captures thread-locally, so tests running in parallel
+// threads may synchronise while another thread captures.
+bool forbids_this_thread(CUstream s) {
+    if (!s->capture) return false;
+    if (s->capturing_thread == std::this_thread::get_id()) return s->capture_mode != CU_STREAM_CAPTURE_MODE_RELAXED;
+    return s->capture_mode == CU_STREAM_CAPTURE_MODE_GLOBAL;
+}
+
+// The capture that forbids this thread the driver's unsafe calls, if any.
 CUstream capturing_stream() {
     for (CUstream s : streams)
-        if (s->capture) return s;
+        if (forbids_this_thread(s)) return s;
     return nullptr;
 }
 
-// A call the driver refuses while a capture is open on this thread: the capture is invalidated.
+// A call the driver refuses while a capture forbids it to this thread: that capture is invalidated.
 CUresult refuse_during_capture(const char* what) {
     CUstream s = capturing_stream();
     if (!s) return CUDA_SUCCESS;
@@ -876,7 +892,7 @@ MOCK_API CUresult cuLaunchHostFunc(CUstream s, CUhostFn fn, void* user) {
 
 // ---- capture and graphs ------------------------------------------------------------------------------------
 
-MOCK_API CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode) {
+MOCK_API CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode mode) {
     ENTER();
     s = resolve(s);
     if (!valid_stream(s)) return CUDA_ERROR_INVALID_HANDLE;
@@ -884,6 +900,8 @@ MOCK_API CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode) {
     if (s->capture) FAIL(CUDA_ERROR_ILLEGAL_STATE, "cuStreamBeginCapture on a stream already capturing");
     s->capture = new CUgraph_st{};
     s->invalidated = false;
+    s->capture_mode = mode;
+    s->capturing_thread = std::this_thread::get_id();
     return CUDA_SUCCESS;
 }
 
@@ -893,6 +911,8 @@ MOCK_API CUresult cuStreamEndCapture(CUstream s, CUgraph* graph) {
     s = resolve(s);
     if (!valid_stream(s)) return CUDA_ERROR_INVALID_HANDLE;
     if (!s->capture) FAIL(CUDA_ERROR_ILLEGAL_STATE, "cuStreamEndCapture on a stream not capturing");
+    if (s->capture_mode != CU_STREAM_CAPTURE_MODE_RELAXED && s->capturing_thread != std::this_thread::get_id())
+        FAIL(CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD, "cuStreamEndCapture on another thread than the one that began it");
     CUgraph g = s->capture;
     s->capture = nullptr;
     if (s->invalidated) {
