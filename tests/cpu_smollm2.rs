@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rooflab::model::cpu::CpuModel;
 use rooflab::model::{CausalLm, Checkpoint, Logits};
+use rooflab::sample::argmax;
 use rooflab::tokenizer::{Message, Tokenizer};
 use serde_json::Value;
 
@@ -122,6 +123,17 @@ fn continues_the_capital_of_france_with_paris() {
     assert_eq!(tok.decode(&[argmax(&logits)], true).unwrap(), " Paris");
 }
 
-fn argmax(row: &[f32]) -> u32 {
-    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }) as u32
+/// Streaming the detokenised output token by token gives the text of one decode of all of it, on
+/// SmolLM2's byte-level vocabulary (characters split across tokens, special tokens skipped).
+#[test]
+fn streamed_text_equals_one_decode_of_everything() {
+    let Some(dir) = model_dir() else { return };
+    let tok = Tokenizer::load(&dir).unwrap();
+    let text = "Zürich — 東京 🦀🦀 naïve\n\tcode: `fn main() {}`<|im_end|> and more";
+    let ids = tok.encode(text, false).unwrap();
+    let mut stream = tok.stream();
+    let pieces: Vec<String> = ids.iter().map(|&id| stream.push(id).unwrap()).collect();
+    assert!(pieces.iter().any(String::is_empty), "some token must end inside a character: {pieces:?}");
+    assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap());
+    assert_eq!(stream.text().unwrap(), pieces.concat());
 }

@@ -108,27 +108,37 @@ impl Tokenizer {
 
     /// An incremental decoder that yields text only once it forms whole characters.
     pub fn stream(&self) -> TextStream<'_> {
-        TextStream { tokenizer: self, ids: vec![], emitted: 0 }
+        TextStream { tokenizer: self, ids: vec![], window_start: 0, emitted_end: 0 }
     }
 }
 
-/// Decodes generated tokens as they arrive. A token can end inside a multi-byte character, so the
-/// text is re-decoded from the start of the output and only the settled new suffix is returned.
+/// Decodes generated tokens as they arrive, in constant time per token however long the output.
+/// A token can end inside a multi-byte character, and decoders treat the first token of a text
+/// specially (a sentencepiece decoder drops its leading space), so each push decodes a short
+/// window twice: from `window_start` to the last emitted token, and from `window_start` to the
+/// newest; the difference is the new text, returned once it ends on a whole character. (Decoding
+/// the whole output on every push, as this did before, grows with the output: at 4k tokens it
+/// costs about as much as a GPU decode step of a small model.)
 pub struct TextStream<'a> {
     tokenizer: &'a Tokenizer,
     ids: Vec<u32>,
-    emitted: usize,
+    /// Where the window starts: the start of the text emitted last.
+    window_start: usize,
+    /// Tokens before this have been emitted as text.
+    emitted_end: usize,
 }
 
 impl TextStream<'_> {
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids, true)?;
-        if text.ends_with('\u{FFFD}') || text.len() < self.emitted || !text.is_char_boundary(self.emitted) {
-            return Ok(String::new());
+        let emitted = self.tokenizer.decode(&self.ids[self.window_start..self.emitted_end], true)?;
+        let text = self.tokenizer.decode(&self.ids[self.window_start..], true)?;
+        if text.len() <= emitted.len() || text.ends_with('\u{FFFD}') || !text.is_char_boundary(emitted.len()) {
+            return Ok(String::new()); // nothing new yet, or a character still open
         }
-        let piece = text[self.emitted..].to_string();
-        self.emitted = text.len();
+        let piece = text[emitted.len()..].to_string();
+        self.window_start = self.emitted_end;
+        self.emitted_end = self.ids.len();
         Ok(piece)
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rooflab::model::cpu::CpuModel;
 use rooflab::model::random::{write_random_checkpoint, LlamaShape};
 use rooflab::model::{CausalLm, DType, Logits};
+use rooflab::sample::argmax;
 
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rooflab-gpu-test-{}-{name}", std::process::id()));
@@ -74,7 +75,7 @@ pub fn greedy(model: &mut dyn CausalLm, prompt: &[u32], steps: usize) -> (Vec<u3
     let mut logits = model.forward(prompt, 0, Logits::Last).unwrap();
     let (mut tokens, mut rows) = (Vec::new(), Vec::new());
     for step in 0..steps {
-        let next = argmax(&logits) as u32;
+        let next = argmax(&logits);
         tokens.push(next);
         rows.push(logits);
         logits = model.forward(&[next], prompt.len() + step, Logits::Last).unwrap();
@@ -206,8 +207,4 @@ pub fn compare_decode_kernels<M: CausalLm>(
 pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-pub fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
 }

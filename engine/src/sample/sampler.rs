@@ -2,6 +2,10 @@
 //! temperature, then top-k, top-p and min-p filtering, then a draw from the softmax. Temperature
 //! 0 means greedy (argmax, lowest id on ties).
 
+use std::borrow::Cow;
+
+use super::ranking::Ranking;
+use super::scan::{argmax, count_valid, top_logit, Weigher};
 use super::Rng;
 use crate::{Error, Result};
 
@@ -57,68 +61,138 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits` given the tokens seen so far (prompt and output).
+    ///
+    /// The kept tokens are walked from the most likely down (lower id first on ties; NaN logits
+    /// are never drawn), so a seed picks the same token on every machine. Only the part of the
+    /// ranking that the filters and the draw read is sorted ([`Ranking`]), and the passes over
+    /// the whole vocabulary vectorise ([`super::scan`]): with a 128k vocabulary a full sort would
+    /// take longer than a GPU decode step.
     pub fn sample(&mut self, logits: &[f32], seen: &[u32]) -> u32 {
-        let mut logits = logits.to_vec();
         let p = &self.params;
-        if p.repetition_penalty != 1.0 {
-            let mut seen: Vec<u32> = seen.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for t in seen {
-                let Some(l) = logits.get_mut(t as usize) else { continue };
-                *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
-            }
-        }
+        let logits = penalised(logits, seen, p.repetition_penalty);
         if p.temperature == 0.0 {
             return argmax(&logits);
         }
-        // Candidates sorted by logit, highest first (ties: lower id first, so runs reproduce).
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-        if p.top_k > 0 {
-            order.truncate(p.top_k);
+        let Some(top) = top_logit(&logits) else { return 0 };
+        if !top.is_finite() {
+            return argmax(&logits); // +inf, or nothing above -inf: no weights to draw by
         }
-        let max = logits[order[0] as usize] as f64;
-        let mut probs: Vec<f64> =
-            order.iter().map(|&t| ((logits[t as usize] as f64 - max) / p.temperature as f64).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|q| *q /= total);
+        let valid = count_valid(&logits);
+        let weigher = Weigher::new(top, p.temperature);
+        // Top-k: the candidates are the first `limit` of the ranking; a probability is a weight
+        // over their `total`.
+        let limit = if p.top_k > 0 { p.top_k.min(valid) } else { valid };
+        let mut ranking = Ranking::new(&logits, top, p.temperature);
+        let mut weight_at = |rank: usize| weigher.weight(logits[ranking.id(rank) as usize]) as f64;
+        let total = if limit < valid { (0..limit).map(&mut weight_at).sum() } else { weigher.total(&logits) };
+        // Top-p: the shortest head whose probability reaches top_p.
+        let mut keep = limit;
         if p.top_p < 1.0 {
             let mut cumulative = 0.0;
-            let keep = probs
-                .iter()
-                .position(|&q| {
-                    cumulative += q;
-                    cumulative >= p.top_p as f64
-                })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
-        }
-        if p.min_p > 0.0 {
-            let floor = probs[0] * p.min_p as f64;
-            let keep = probs.iter().take_while(|&&q| q >= floor).count().max(1);
-            probs.truncate(keep);
-        }
-        let mut target = self.rng.uniform() * probs.iter().sum::<f64>();
-        for (i, q) in probs.iter().enumerate() {
-            target -= q;
-            if target < 0.0 {
-                return order[i];
+            keep = 0;
+            while keep < limit {
+                cumulative += weight_at(keep) / total;
+                keep += 1;
+                if cumulative >= p.top_p as f64 {
+                    break;
+                }
             }
         }
-        order[probs.len() - 1]
+        // Min-p: drop what is less likely than min_p times the most likely (which always stays).
+        if p.min_p > 0.0 {
+            let floor = weight_at(0) / total * p.min_p as f64;
+            let head = keep;
+            keep = 1;
+            while keep < head && weight_at(keep) / total >= floor {
+                keep += 1;
+            }
+        }
+
+        // The draw: walk the kept tokens until the uniform's share of their mass is used up.
+        let mass = if keep == limit { 1.0 } else { (0..keep).map(|rank| weight_at(rank) / total).sum() };
+        let mut target = self.rng.uniform() * mass;
+        let mut last_drawable = 0;
+        for rank in 0..keep {
+            let q = weight_at(rank) / total;
+            if q > 0.0 {
+                last_drawable = rank;
+            }
+            target -= q;
+            if target < 0.0 {
+                return ranking.id(rank);
+            }
+        }
+        ranking.id(last_drawable) // rounding left a sliver of the target: the last kept token with weight
     }
 }
 
-/// Index of the largest logit (the first on ties; NaN never wins).
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] || logits[best].is_nan() {
-            best = i;
+/// The naive baseline of [`Sampler::sample`], for its tests and the `sampling` bench: the same
+/// processors, weights and draw, over the whole vocabulary sorted on every call.
+#[doc(hidden)]
+pub fn sample_by_full_sort(params: &SamplingParams, rng: &mut Rng, logits: &[f32], seen: &[u32]) -> u32 {
+    let p = params;
+    let logits = penalised(logits, seen, p.repetition_penalty);
+    if p.temperature == 0.0 {
+        return argmax(&logits);
+    }
+    let Some(top) = top_logit(&logits) else { return 0 };
+    if !top.is_finite() {
+        return argmax(&logits);
+    }
+    let weigher = Weigher::new(top, p.temperature);
+    let mut order: Vec<u32> = (0..logits.len() as u32).filter(|&t| !logits[t as usize].is_nan()).collect();
+    order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+    if p.top_k > 0 {
+        order.truncate(p.top_k);
+    }
+    let mut probs: Vec<f64> = order.iter().map(|&t| weigher.weight(logits[t as usize]) as f64).collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|q| *q /= total);
+    if p.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let keep = probs
+            .iter()
+            .position(|&q| {
+                cumulative += q;
+                cumulative >= p.top_p as f64
+            })
+            .map_or(probs.len(), |i| i + 1);
+        probs.truncate(keep);
+    }
+    if p.min_p > 0.0 {
+        let floor = probs[0] * p.min_p as f64;
+        let keep = probs.iter().take_while(|&&q| q >= floor).count().max(1);
+        probs.truncate(keep);
+    }
+    let mut target = rng.uniform() * probs.iter().sum::<f64>();
+    let mut last_drawable = 0;
+    for (i, q) in probs.iter().enumerate() {
+        if *q > 0.0 {
+            last_drawable = i;
+        }
+        target -= q;
+        if target < 0.0 {
+            return order[i];
         }
     }
-    best as u32
+    order[last_drawable]
+}
+
+/// HF-style repetition penalty: positive logits of seen tokens are divided by it, negative ones
+/// multiplied. Borrows the logits untouched when it is off.
+fn penalised<'a>(logits: &'a [f32], seen: &[u32], penalty: f32) -> Cow<'a, [f32]> {
+    if penalty == 1.0 {
+        return Cow::Borrowed(logits);
+    }
+    let mut out = logits.to_vec();
+    let mut seen: Vec<u32> = seen.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    for t in seen {
+        let Some(l) = out.get_mut(t as usize) else { continue };
+        *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -162,6 +236,91 @@ mod tests {
             let mut s = sampler(SamplingParams { seed: 3, ..p });
             assert!((0..500).all(|_| s.sample(&logits, &[]) < 2));
         }
+    }
+
+    /// Random logits of `n` tokens; `ties` rounds them to a coarse grid so that many tie, and
+    /// `masked` sets every seventh to -inf (and one to NaN when n > 3).
+    fn logits(n: usize, seed: u64, spread: f32, ties: bool, masked: bool) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut l: Vec<f32> = (0..n).map(|_| rng.normal() * spread).collect();
+        if ties {
+            l.iter_mut().for_each(|x| *x = (*x * 2.0).round() / 2.0);
+        }
+        if masked {
+            l.iter_mut().step_by(7).for_each(|x| *x = f32::NEG_INFINITY);
+            if n > 3 {
+                l[3] = f32::NAN;
+            }
+        }
+        l
+    }
+
+    /// The lazily ranked sampler draws, seed for seed, what the full sort draws: the same filters
+    /// over the same ranking. (Their totals are summed in different orders, so a uniform landing
+    /// within ~1e-16 of a boundary could split them; over these draws it never does.)
+    #[test]
+    fn lazy_ranking_draws_what_the_full_sort_draws() {
+        let mut cases = 0;
+        for (n, spread, ties, masked) in [
+            (1, 1.0, false, false),
+            (2, 1.0, true, false),
+            (9, 3.0, false, true),
+            (1000, 2.0, true, true),
+            (1000, 0.2, false, false), // flat: the draw walks deep into the ranking
+            (49152, 4.0, false, true),
+        ] {
+            let logits = logits(n, n as u64, spread, ties, masked);
+            let seen: Vec<u32> = (0..n as u32).step_by(5).collect();
+            for temperature in [0.0, 0.3, 1.0, 2.5] {
+                for top_k in [0, 1, 5, 50, n + 3] {
+                    for (top_p, min_p) in [(1.0, 0.0), (0.9, 0.0), (0.5, 0.05), (0.05, 0.0), (1.0, 0.5)] {
+                        for repetition_penalty in [1.0, 1.3] {
+                            let params =
+                                SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty, seed: cases };
+                            let mut lazy = sampler(params.clone());
+                            let mut reference_rng = Rng::new(params.seed);
+                            for draw in 0..20 {
+                                let got = lazy.sample(&logits, &seen);
+                                let want = sample_by_full_sort(&params, &mut reference_rng, &logits, &seen);
+                                assert_eq!(got, want, "n {n} draw {draw} {params:?}");
+                                assert!(!logits[got as usize].is_nan() && logits[got as usize] > f32::NEG_INFINITY);
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 6 * 4 * 5 * 5 * 2);
+    }
+
+    /// One token far above a flat tail: the first head holds only it, so top-p near 1 and plain
+    /// draws must bring the tail in and still agree with the full sort.
+    #[test]
+    fn walks_past_the_first_head_agree_with_the_full_sort() {
+        let mut logits = vec![0.0f32; 3000];
+        logits[5] = 17.0; // the tail's 2999 tokens hold e^-17 * 2999 = 1.2e-4 of the mass
+        logits[9] = 0.5;
+        for (top_p, min_p) in [(0.99995, 0.0), (1.0, 0.0), (1.0, 1e-9)] {
+            let params = SamplingParams { temperature: 1.0, top_p, min_p, seed: 21, ..Default::default() };
+            let mut lazy = sampler(params.clone());
+            let mut reference_rng = Rng::new(params.seed);
+            let draws: Vec<u32> = (0..400).map(|_| lazy.sample(&logits, &[])).collect();
+            let want: Vec<u32> =
+                (0..400).map(|_| sample_by_full_sort(&params, &mut reference_rng, &logits, &[])).collect();
+            assert_eq!(draws, want, "top-p {top_p} min-p {min_p}");
+        }
+    }
+
+    #[test]
+    fn nan_and_masked_tokens_are_never_drawn() {
+        let mut logits = vec![f32::NEG_INFINITY; 100];
+        logits[40] = f32::NAN;
+        logits[77] = -3.0;
+        let mut s = sampler(SamplingParams { temperature: 1.0, seed: 5, ..Default::default() });
+        assert!((0..50).all(|_| s.sample(&logits, &[]) == 77));
+        let mut s = sampler(SamplingParams { temperature: 1.0, ..Default::default() });
+        assert_eq!(s.sample(&[f32::NAN, f32::NAN], &[]), 0, "all NaN: no panic");
     }
 
     #[test]

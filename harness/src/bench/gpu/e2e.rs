@@ -23,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rooflab::model::config::Llama3RopeScaling;
 use rooflab::model::gpu::{DecodeKernels, GpuModel, GpuOptions};
 use rooflab::model::{CausalLm, LlamaConfig, Logits};
-use rooflab::sample::Rng;
+use rooflab::sample::{argmax, Rng};
 
 use crate::bench::cases::{e2e_cases, Param, E2E_PROMPT};
 use crate::bench::{measurement_row, Case};
@@ -283,7 +283,7 @@ fn decode_run(model: &mut GpuModel, prompt: &[u32], gen: usize) -> Result<(Vec<f
     let mut tokens = Vec::with_capacity(gen);
     for step in 0..gen {
         check_model_logits(model, &logits, vocab)?;
-        let token = argmax(&logits) as u32;
+        let token = argmax(&logits);
         tokens.push(token);
         let t = Instant::now();
         logits = model.forward(&[token], prompt.len() + step, Logits::Last)?;
@@ -312,10 +312,6 @@ fn check_logits(logits: &[f32], vocab: usize) -> Result<()> {
         bail!("all {vocab} logits are equal ({}): the forward pass wrote nothing useful", logits[0]);
     }
     Ok(())
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0
 }
 
 #[cfg(test)]
@@ -360,6 +356,5 @@ mod tests {
         assert!(check_logits(&[0.1, f32::NAN, -0.2], 3).unwrap_err().to_string().contains("logit 1"));
         assert!(check_logits(&[0.5, 0.5], 2).is_err());
         assert!(check_logits(&[0.5], 2).is_err());
-        assert_eq!(argmax(&[0.1, 3.0, -1.0]), 1);
     }
 }
