@@ -185,12 +185,16 @@ fn penalised<'a>(logits: &'a [f32], seen: &[u32], penalty: f32) -> Cow<'a, [f32]
         return Cow::Borrowed(logits);
     }
     let mut out = logits.to_vec();
-    let mut seen: Vec<u32> = seen.to_vec();
-    seen.sort_unstable();
-    seen.dedup();
-    for t in seen {
-        let Some(l) = out.get_mut(t as usize) else { continue };
-        *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+    // Each seen token once, however often it was seen: a bit per vocabulary entry marks the done
+    // ones (linear in what was seen; sorting it grew with the context on every token).
+    let mut done = vec![0u64; logits.len().div_ceil(64)];
+    for &t in seen {
+        let t = t as usize;
+        let Some(l) = out.get_mut(t) else { continue };
+        if done[t / 64] & 1 << (t % 64) == 0 {
+            done[t / 64] |= 1 << (t % 64);
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
     }
     Cow::Owned(out)
 }
@@ -209,6 +213,14 @@ mod tests {
         assert_eq!(sampler(SamplingParams::default()).sample(&logits, &[]), 1);
         let p = SamplingParams { repetition_penalty: 1.2, ..Default::default() };
         assert_eq!(sampler(p).sample(&logits, &[1]), 2);
+    }
+
+    #[test]
+    fn the_penalty_applies_once_per_seen_token() {
+        let logits = [2.0, -1.0, 0.5, 3.0];
+        let got = penalised(&logits, &[0, 1, 0, 0, 1, 9], 2.0);
+        assert_eq!(&got[..], &[1.0, -2.0, 0.5, 3.0], "repeats count once; ids past the vocabulary are ignored");
+        assert!(matches!(penalised(&logits, &[0], 1.0), Cow::Borrowed(_)));
     }
 
     #[test]
