@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::ranking::Ranking;
-use super::scan::{argmax, count_valid, top_logit, Weigher};
+use super::scan::{argmax, top_and_valid, Weigher};
 use super::Rng;
 use crate::{Error, Result};
 
@@ -73,11 +73,10 @@ impl Sampler {
         if p.temperature == 0.0 {
             return argmax(&logits);
         }
-        let Some(top) = top_logit(&logits) else { return 0 };
+        let (Some(top), valid) = top_and_valid(&logits) else { return 0 };
         if !top.is_finite() {
             return argmax(&logits); // +inf, or nothing above -inf: no weights to draw by
         }
-        let valid = count_valid(&logits);
         let weigher = Weigher::new(top, p.temperature);
         // Top-k: the candidates are the first `limit` of the ranking; a probability is a weight
         // over their `total`.
@@ -135,7 +134,7 @@ pub fn sample_by_full_sort(params: &SamplingParams, rng: &mut Rng, logits: &[f32
     if p.temperature == 0.0 {
         return argmax(&logits);
     }
-    let Some(top) = top_logit(&logits) else { return 0 };
+    let Some(top) = top_and_valid(&logits).0 else { return 0 };
     if !top.is_finite() {
         return argmax(&logits);
     }

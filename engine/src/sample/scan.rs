@@ -6,37 +6,34 @@ const LANES: usize = 16;
 
 /// Index of the largest logit (the first on ties; NaN never wins; 0 when all are NaN).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let Some(top) = top_logit(logits) else { return 0 };
+    let Some(top) = top_and_valid(logits).0 else { return 0 };
     logits.iter().position(|&l| l == top).unwrap_or(0) as u32
 }
 
-/// The largest logit that is not NaN (None when all are NaN or there are none).
-pub fn top_logit(logits: &[f32]) -> Option<f32> {
-    // `l > m` is false for a NaN l, so NaN never becomes a lane's maximum; `seen` tells a lane
+/// In one pass: the largest logit that is not NaN (None when all are NaN or there are none), and
+/// how many logits are not NaN.
+pub fn top_and_valid(logits: &[f32]) -> (Option<f32>, usize) {
+    // `l > m` is false for a NaN l, so NaN never becomes a lane's maximum; the count tells a lane
     // that met a real -inf from one that met only NaN.
     let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut seen = [false; LANES];
+    let mut valid = [0u32; LANES];
     let chunks = logits.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
         for i in 0..LANES {
             lanes[i] = if chunk[i] > lanes[i] { chunk[i] } else { lanes[i] };
-            seen[i] |= !chunk[i].is_nan();
+            valid[i] += !chunk[i].is_nan() as u32;
         }
     }
-    let mut top = None;
-    let tail = tail.iter().map(|&l| (l, !l.is_nan()));
-    for (l, real) in lanes.into_iter().zip(seen).chain(tail) {
-        if real && top.is_none_or(|t| l > t) {
+    let (mut top, mut total) = (None, 0);
+    let tail = tail.iter().map(|&l| (l, !l.is_nan() as u32));
+    for (l, count) in lanes.into_iter().zip(valid).chain(tail) {
+        if count > 0 && top.is_none_or(|t| l > t) {
             top = Some(l);
         }
+        total += count as usize;
     }
-    top
-}
-
-/// Number of logits that are not NaN.
-pub fn count_valid(logits: &[f32]) -> usize {
-    logits.iter().map(|l| !l.is_nan() as usize).sum()
+    (top, total)
 }
 
 /// The softmax weight of a logit at temperature `t` relative to the top logit: e^((l - top) / t),
@@ -142,12 +139,12 @@ mod tests {
     #[test]
     fn top_logit_and_valid_count_skip_nan() {
         let mut v = vec![f32::NAN; 40];
-        assert_eq!((top_logit(&v), count_valid(&v)), (None, 0));
+        assert_eq!(top_and_valid(&v), (None, 0));
         v[33] = f32::NEG_INFINITY;
-        assert_eq!((top_logit(&v), count_valid(&v)), (Some(f32::NEG_INFINITY), 1));
+        assert_eq!(top_and_valid(&v), (Some(f32::NEG_INFINITY), 1));
         v[7] = -3.0;
         v[39] = -1.0;
-        assert_eq!((top_logit(&v), count_valid(&v)), (Some(-1.0), 3));
+        assert_eq!(top_and_valid(&v), (Some(-1.0), 3));
     }
 
     #[test]
@@ -169,7 +166,7 @@ mod tests {
     #[test]
     fn weights_and_their_total_follow_the_softmax() {
         let logits: Vec<f32> = (0..1001).map(|i| ((i * 37) % 101) as f32 * 0.1 - 3.0).collect();
-        let top = top_logit(&logits).unwrap();
+        let top = top_and_valid(&logits).0.unwrap();
         let weigher = Weigher::new(top, 0.7);
         let exact: f64 = logits.iter().map(|&l| ((l as f64 - top as f64) / 0.7).exp()).sum();
         assert!((weigher.total(&logits) / exact - 1.0).abs() < 1e-6);
