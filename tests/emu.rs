@@ -64,13 +64,13 @@ fn the_gpu_forward_pass_matches_the_cpu_model_on_random_checkpoints() {
             let mut model = EmulatedGpuModel::load(&dir, 256, chunk).unwrap();
             // The chunked run decodes with the unfused kernels (decode_fused.cu's baseline).
             let decode = if chunk == 16 { DecodeKernels::Unfused } else { DecodeKernels::Fused };
-            model.set_decode_kernels(decode);
+            model.set_decode_kernels(decode).unwrap();
             let what = format!("emulated shape {i} {shape:?} chunk {chunk}, {decode:?} decode");
             model_check::compare_with_cpu(&dir, &mut model, &what);
         }
         let mut model = EmulatedGpuModel::load(&dir, 256, 512).unwrap();
         model_check::compare_decode_kernels(&mut model, shape.vocab, &format!("emulated shape {i}"), |m, d| {
-            m.set_decode_kernels(d)
+            m.set_decode_kernels(d).unwrap()
         });
     }
 }
@@ -89,7 +89,7 @@ fn a_fused_decode_step_launches_6_kernels_per_layer_and_an_unfused_one_14() {
     model.forward(&tokens, 0, Logits::Last).unwrap();
     let mut per_step = Vec::new();
     for (i, decode) in [DecodeKernels::Fused, DecodeKernels::Unfused].into_iter().enumerate() {
-        model.set_decode_kernels(decode);
+        model.set_decode_kernels(decode).unwrap();
         let before = model.kernel_launches();
         model.forward(&[tokens[0]], tokens.len() + i, Logits::Last).unwrap();
         per_step.push(model.kernel_launches() - before);

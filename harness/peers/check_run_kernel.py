@@ -34,6 +34,8 @@ CASES = [
 
 
 IMPLEMENTATIONS = ["flash", "flash-mma", "flash-wgmma", "tiled", "naive-row", "naive-materialised"]
+# Seconds one `rooflab run-kernel` may take (a few at most when the kernel works: the PTX JIT and one launch).
+RUN_TIMEOUT_S = 60
 
 
 def find_binary(given):
@@ -100,7 +102,12 @@ def run_case(torch, save_file, load_file, binary, impl, case, workdir, device):
     ]
     if causal:
         command.append("--causal")
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        # A kernel that hangs must not take the other implementations' checks with it.
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"FAIL {name}: rooflab run-kernel --impl {impl} did not finish in {RUN_TIMEOUT_S} s (a hung kernel?)")
+        return False
     if result.returncode != 0:
         print(f"FAIL {name}: rooflab exited {result.returncode}: {result.stderr.strip()}")
         return False

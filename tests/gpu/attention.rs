@@ -2,12 +2,12 @@
 //! with NaN in every cache row a kernel must not read and NaN-poisoned outputs: decode for GQA ratios
 //! 1, 3, 4, 8 and 16; prefill (every kernel: flash, tiled, naive row, naive materialised) for lengths
 //! 1 to 4096, GQA 1, 4 and 8, head_dim 64 and 128, causal and not, bf16 and f16, varlen batches in
-//! both K/V layouts and chunked prefill with a query offset.
+//! both K/V layouts and chunked prefill with a query offset. v4 (the TMA kernel) has tests of its own.
 
 use half::{bf16, f16};
 use rooflab::kernels::attention_decode::{attention_decode, attention_decode_naive, DecodeScratch, DecodeShape};
 use rooflab::kernels::attention_prefill::{
-    flash, run, scores_len, Elem, KvLayout, Operand, PrefillIo, PrefillKernel, PrefillShape,
+    flash, resolve, run, scores_len, Elem, KvLayout, Operand, PrefillIo, PrefillKernel, PrefillShape, FLASH_CHOICE_ENV,
 };
 use rooflab::kernels::Launcher;
 use rooflab::reference::{attention, AttnShape};
@@ -208,19 +208,6 @@ fn rows_to_check(rng: &mut Rng, s: &Seq) -> Vec<usize> {
     rows
 }
 
-/// Runs every prefill kernel on one batch and compares it with the CPU reference.
-fn run_prefill_case(
-    g: &Gpu,
-    rng: &mut Rng,
-    heads: (usize, usize, usize),
-    seqs: &[Seq],
-    causal: bool,
-    layout: Layout,
-    types: Types,
-) {
-    run_prefill_kernels(g, rng, heads, seqs, causal, layout, types, |_| true);
-}
-
 /// Runs the prefill kernels `wanted` picks on one batch and compares them with the CPU reference.
 #[allow(clippy::too_many_arguments)]
 fn run_prefill_kernels(
@@ -231,7 +218,7 @@ fn run_prefill_kernels(
     causal: bool,
     layout: Layout,
     types: Types,
-    wanted: impl Fn(PrefillKernel) -> bool,
+    wanted: &dyn Fn(PrefillKernel) -> bool,
 ) {
     let batch = seqs.len();
     let kv_dim = kv_heads * d;
@@ -376,13 +363,43 @@ fn run_prefill_kernels(
     }
 }
 
+/// Which kernels a prefill test runs: v4 (the TMA kernel, and `Flash` where it stands for v4) apart from
+/// the others, so on the GPU a fault or a hang in v4, which poisons or stalls its whole process, cannot
+/// hide what the other versions do (scripts/gpu-run runs every GPU test in a process of its own).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    AllButTma,
+    TmaOnly,
+}
+
+impl Kernels {
+    fn picks(self, g: &Gpu) -> impl Fn(PrefillKernel) -> bool {
+        let arch = g.kernels.arch().to_string();
+        let choice = std::env::var(FLASH_CHOICE_ENV).ok();
+        move |k| {
+            let tma = resolve(k, &arch, choice.as_deref()).is_ok_and(|k| k == PrefillKernel::FlashTma);
+            tma == (self == Kernels::TmaOnly)
+        }
+    }
+}
+
 const HEAD_LAYOUTS: [(usize, usize, usize); 6] =
     [(2, 2, 64), (8, 2, 64), (8, 1, 64), (2, 2, 128), (8, 2, 128), (8, 1, 128)];
 
 /// The matrix: lengths 1, 17, 127, 128, 1000, 4096; GQA 1, 4, 8; head_dim 64 and 128;
-/// causal and not; bf16 and f16. Every kernel, every output poisoned, LSE checked.
+/// causal and not; bf16 and f16. Every kernel but v4, every output poisoned, LSE checked.
 pub fn prefill_kernels_match_reference_on_square_sequences(g: &Gpu) {
+    square_sequences(g, Kernels::AllButTma);
+}
+
+/// The same matrix for v4 alone (Hopper; nothing to run elsewhere).
+pub fn tma_prefill_matches_reference_on_square_sequences(g: &Gpu) {
+    square_sequences(g, Kernels::TmaOnly);
+}
+
+fn square_sequences(g: &Gpu, kernels: Kernels) {
     let mut rng = Rng::new(22);
+    let wanted = kernels.picks(g);
     // The emulator takes seconds per kernel at 1000 tokens: it checks 300 (not a tile multiple either).
     let lens: &[usize] = if Gpu::EMULATED { &[1, 17, 127, 128, 300] } else { &[1, 17, 127, 128, 1000, 4096] };
     for &len in lens {
@@ -391,16 +408,26 @@ pub fn prefill_kernels_match_reference_on_square_sequences(g: &Gpu) {
                 // Alternate the element type so both see every length and layout.
                 let elem = if (i + causal as usize + len).is_multiple_of(2) { Elem::Bf16 } else { Elem::F16 };
                 let types = Types { elem, f32_io: false };
-                run_prefill_case(g, &mut rng, heads, &[square(len)], causal, Layout::Varlen, types);
+                run_prefill_kernels(g, &mut rng, heads, &[square(len)], causal, Layout::Varlen, types, &wanted);
             }
         }
     }
 }
 
 /// Varlen batches (ragged lengths in one launch) in both K/V layouts, and chunked prefill: new
-/// queries at an offset attending to keys already in the cache.
+/// queries at an offset attending to keys already in the cache. Every kernel but v4.
 pub fn prefill_kernels_handle_varlen_batches_and_chunked_prefill(g: &Gpu) {
+    varlen_and_chunked(g, Kernels::AllButTma);
+}
+
+/// The same batches for v4 alone (Hopper; nothing to run elsewhere).
+pub fn tma_prefill_handles_varlen_batches_and_chunked_prefill(g: &Gpu) {
+    varlen_and_chunked(g, Kernels::TmaOnly);
+}
+
+fn varlen_and_chunked(g: &Gpu, kernels: Kernels) {
     let mut rng = Rng::new(23);
+    let wanted = kernels.picks(g);
     let batches: [&[Seq]; 5] = [
         &[square(33), square(1), square(300), square(129)],
         &[
@@ -419,15 +446,15 @@ pub fn prefill_kernels_handle_varlen_batches_and_chunked_prefill(g: &Gpu) {
             for layout in [Layout::Varlen, Layout::Cache] {
                 for causal in [true, false] {
                     let types = Types { elem: Elem::Bf16, f32_io: false };
-                    run_prefill_case(g, &mut rng, heads, seqs, causal, layout, types);
+                    run_prefill_kernels(g, &mut rng, heads, seqs, causal, layout, types, &wanted);
                 }
             }
         }
     }
     // The f16 element type in the cache layout, and the model's mode (f32 q and output, bf16 cache).
     for types in [Types { elem: Elem::F16, f32_io: false }, Types { elem: Elem::Bf16, f32_io: true }] {
-        run_prefill_case(g, &mut rng, (9, 3, 64), batches[1], true, Layout::Cache, types);
-        run_prefill_case(g, &mut rng, (32, 8, 128), batches[2], true, Layout::Cache, types);
+        run_prefill_kernels(g, &mut rng, (9, 3, 64), batches[1], true, Layout::Cache, types, &wanted);
+        run_prefill_kernels(g, &mut rng, (32, 8, 128), batches[2], true, Layout::Cache, types, &wanted);
     }
 }
 
@@ -446,13 +473,13 @@ pub fn tma_prefill_handles_ragged_cache_tiles(g: &Gpu) {
     for heads in [(8, 2, 128), (4, 4, 64)] {
         for seqs in batches {
             for causal in [true, false] {
-                run_prefill_kernels(g, &mut rng, heads, seqs, causal, Layout::Cache, bf16, tma);
+                run_prefill_kernels(g, &mut rng, heads, seqs, causal, Layout::Cache, bf16, &tma);
             }
         }
     }
     // The model's mode: f32 q (staged by the consumers themselves) and output.
     let f32_io = Types { elem: Elem::Bf16, f32_io: true };
-    run_prefill_kernels(g, &mut rng, (9, 3, 64), batches[1], true, Layout::Cache, f32_io, tma);
+    run_prefill_kernels(g, &mut rng, (9, 3, 64), batches[1], true, Layout::Cache, f32_io, &tma);
 }
 
 /// Shape and buffer errors are named before anything is launched.

@@ -17,6 +17,8 @@ kernel_tests! {
     attention::decode_attention_matches_reference,
     attention::prefill_kernels_match_reference_on_square_sequences,
     attention::prefill_kernels_handle_varlen_batches_and_chunked_prefill,
+    attention::tma_prefill_matches_reference_on_square_sequences,
+    attention::tma_prefill_handles_varlen_batches_and_chunked_prefill,
     attention::prefill_refuses_bad_buffers_by_name,
     attention::unsupported_head_layouts_are_refused,
 }

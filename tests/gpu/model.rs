@@ -65,7 +65,7 @@ fn fused_and_unfused_decode_agree() {
         let dir = checkpoint(&format!("fusion{i}"), shape);
         let mut model = GpuModel::load(&dir, GpuOptions { max_context: Some(256), ..GpuOptions::default() }).unwrap();
         crate::model_check::compare_decode_kernels(&mut model, shape.vocab, &format!("shape {i}"), |m, d| {
-            m.set_decode_kernels(d)
+            m.set_decode_kernels(d).unwrap()
         });
     }
 }

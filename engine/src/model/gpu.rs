@@ -20,8 +20,8 @@ use std::path::Path;
 use cudarc::driver::CudaSlice;
 
 use self::buffers::{Activations, KvCache};
-pub use self::forward::DecodeKernels;
 use self::forward::{forward_chunks, ForwardDevice, ForwardSpans, Gemm, LayerSpans};
+pub use self::forward::{DecodeKernels, DECODE_KERNELS_ENV};
 use self::weights::GpuWeights;
 use super::weights::LlamaTensors;
 use super::{CausalLm, Checkpoint, DType, LlamaConfig, Logits};
@@ -54,7 +54,8 @@ pub struct GpuOptions {
     /// Capture the decode step into a CUDA graph and replay it (off: launch eagerly, for debugging).
     pub use_graphs: bool,
     pub prefill_gemm: PrefillGemm,
-    /// Which kernels run the decode step (fused by default; unfused is the baseline).
+    /// Which kernels run the decode step (`Auto`: fused unless `ROOFLAB_DECODE=unfused`; unfused is
+    /// the baseline).
     pub decode: DecodeKernels,
 }
 
@@ -66,7 +67,7 @@ impl Default for GpuOptions {
             prefill_chunk: 512,
             use_graphs: true,
             prefill_gemm: PrefillGemm::Auto,
-            decode: DecodeKernels::Fused,
+            decode: DecodeKernels::Auto,
         }
     }
 }
@@ -145,6 +146,7 @@ impl GpuModel {
             return Err(Error::Invalid("max_context must be positive".into()));
         }
         let chunk = options.prefill_chunk.clamp(1, context);
+        let options = GpuOptions { decode: options.decode.resolve()?, ..options };
         let kernels = Kernels::load(&gpu)?;
         let (blas, blas_note) = match (options.prefill_gemm, Blas::try_new(&gpu)) {
             (PrefillGemm::Tiled, _) => (None, Some("tiled GEMM requested".to_string())),
@@ -209,13 +211,15 @@ impl GpuModel {
         self.options.use_graphs = on;
     }
 
-    /// Switches the decode step between the fused and the unfused kernels; the next step captures a
-    /// new graph.
-    pub fn set_decode_kernels(&mut self, decode: DecodeKernels) {
+    /// Switches the decode step between the fused and the unfused kernels (`Auto`: as at load); the
+    /// next step captures a new graph.
+    pub fn set_decode_kernels(&mut self, decode: DecodeKernels) -> Result<()> {
+        let decode = decode.resolve()?;
         if decode != self.options.decode {
             self.decode_graph = None;
             self.options.decode = decode;
         }
+        Ok(())
     }
 
     pub fn uses_cublas(&self) -> bool {
@@ -394,10 +398,7 @@ impl CausalLm for GpuModel {
             "{} (sm_{major}{minor}, PTX {}, prefill GEMM: {gemm}, decode kernels: {}, CUDA graphs {})",
             self.gpu.name(),
             self.kernels.modules().arch(),
-            match self.options.decode {
-                DecodeKernels::Fused => "fused",
-                DecodeKernels::Unfused => "unfused",
-            },
+            self.options.decode.name(),
             if self.options.use_graphs { "on" } else { "off" }
         )
     }

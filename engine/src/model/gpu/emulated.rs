@@ -130,14 +130,15 @@ impl EmulatedGpuModel {
             step: HostBuffer::from_slice(&vec![0u32; step_layout.len()]),
             step_layout,
             cached: 0,
-            decode: DecodeKernels::Fused,
+            decode: DecodeKernels::Auto.resolve()?,
             config,
         })
     }
 
-    /// Which kernels run the decode step (fused by default).
-    pub fn set_decode_kernels(&mut self, decode: DecodeKernels) {
-        self.decode = decode;
+    /// Which kernels run the decode step (fused by default; `Auto` as on the GPU).
+    pub fn set_decode_kernels(&mut self, decode: DecodeKernels) -> Result<()> {
+        self.decode = decode.resolve()?;
+        Ok(())
     }
 
     /// Kernels launched so far: the difference over one decode step is the number of kernel nodes

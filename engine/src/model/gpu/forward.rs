@@ -41,12 +41,46 @@ pub(super) enum Gemm<'a> {
 /// Which kernels run the one-token decode step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecodeKernels {
+    /// [`DECODE_KERNELS_ENV`] (`fused` or `unfused`) when it is set, else [`DecodeKernels::Fused`]: the
+    /// switch works on a machine that can run rooflab's binaries but not rebuild them (the GPU machine).
+    #[default]
+    Auto,
     /// decode_fused.cu: the norms, RoPE, KV append and SwiGLU folded into the GEMVs (6 launches per
     /// layer).
-    #[default]
     Fused,
     /// One kernel per operation (14 launches per layer): the baseline, and what prefill runs.
     Unfused,
+}
+
+/// Environment variable that picks the kernels behind [`DecodeKernels::Auto`]: `fused` or `unfused`.
+pub const DECODE_KERNELS_ENV: &str = "ROOFLAB_DECODE";
+
+impl DecodeKernels {
+    /// The kernels `self` stands for: `Auto` resolved through [`DECODE_KERNELS_ENV`] (an unknown value is
+    /// an error that names it), the others as they are.
+    pub fn resolve(self) -> Result<DecodeKernels> {
+        self.resolve_with(std::env::var(DECODE_KERNELS_ENV).ok().as_deref())
+    }
+
+    /// [`DecodeKernels::resolve`] with `choice` as the variable's value.
+    fn resolve_with(self, choice: Option<&str>) -> Result<DecodeKernels> {
+        if self != DecodeKernels::Auto {
+            return Ok(self);
+        }
+        match choice {
+            None | Some("") | Some("fused") => Ok(DecodeKernels::Fused),
+            Some("unfused") => Ok(DecodeKernels::Unfused),
+            Some(other) => Err(Error::Invalid(format!("{DECODE_KERNELS_ENV}={other:?}: expected fused or unfused"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodeKernels::Auto => "auto",
+            DecodeKernels::Fused => "fused",
+            DecodeKernels::Unfused => "unfused",
+        }
+    }
 }
 
 /// Every buffer the forward pass reads or writes, as spans (whole buffers; the pass takes the rows
@@ -125,6 +159,7 @@ fn project(
 /// Queues embedding and every decoder layer for the `n` tokens described by the step buffer,
 /// leaving the final residual stream in `m.x`.
 pub(super) fn queue_layers(kern: &impl Launcher, m: &ForwardSpans, n: usize) -> Result<()> {
+    debug_assert_ne!(m.decode, DecodeKernels::Auto, "the models resolve Auto when they load");
     if n == 1 && m.decode == DecodeKernels::Fused {
         return queue_fused_decode_layers(kern, m);
     }
@@ -360,4 +395,21 @@ pub(super) fn forward_chunks(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DecodeKernels::{Auto, Fused, Unfused};
+
+    #[test]
+    fn auto_decode_kernels_follow_the_variable_and_name_a_bad_value() {
+        assert_eq!(Auto.resolve_with(None).unwrap(), Fused);
+        assert_eq!(Auto.resolve_with(Some("")).unwrap(), Fused);
+        assert_eq!(Auto.resolve_with(Some("unfused")).unwrap(), Unfused);
+        // An explicit choice is never overridden.
+        assert_eq!(Fused.resolve_with(Some("unfused")).unwrap(), Fused);
+        assert_eq!(Unfused.resolve_with(Some("fused")).unwrap(), Unfused);
+        let err = Auto.resolve_with(Some("fast")).unwrap_err().to_string();
+        assert!(err.contains("ROOFLAB_DECODE=\"fast\"") && err.contains("fused or unfused"), "{err}");
+    }
 }

@@ -39,10 +39,11 @@ const RUNS: usize = 5;
 const QUICK_RUNS: usize = 3;
 const CASE_BUDGET_S: f64 = 20.0;
 /// The decode-step variants: (name, CUDA graphs, decode kernels). The first two run the same kernels,
-/// so their greedy tokens must be identical.
+/// so their greedy tokens must be identical. `Auto` is the fused kernels unless `ROOFLAB_DECODE` says
+/// otherwise (run.json records it).
 const DECODE_VARIANTS: [(&str, bool, DecodeKernels); 3] = [
-    ("rooflab", true, DecodeKernels::Fused),
-    ("rooflab-eager", false, DecodeKernels::Fused),
+    ("rooflab", true, DecodeKernels::Auto),
+    ("rooflab-eager", false, DecodeKernels::Auto),
     ("rooflab-unfused", true, DecodeKernels::Unfused),
 ];
 const QUICK_CASE_BUDGET_S: f64 = 8.0;
@@ -235,7 +236,7 @@ fn time_case(model: &mut GpuModel, case: &Case, quick: bool) -> Result<Vec<(Stri
             let mut tokens_by_variant = Vec::new();
             for (variant, graphs, decode) in DECODE_VARIANTS {
                 model.set_use_graphs(graphs);
-                model.set_decode_kernels(decode);
+                model.set_decode_kernels(decode)?;
                 let mut times = Vec::new();
                 let mut first_tokens = Vec::new();
                 let started = Instant::now();
@@ -254,7 +255,7 @@ fn time_case(model: &mut GpuModel, case: &Case, quick: bool) -> Result<Vec<(Stri
                 tokens_by_variant.push(first_tokens);
             }
             model.set_use_graphs(true);
-            model.set_decode_kernels(DecodeKernels::Fused);
+            model.set_decode_kernels(DecodeKernels::Auto)?;
             let (graph, eager, unfused) = (&tokens_by_variant[0], &tokens_by_variant[1], &tokens_by_variant[2]);
             if graph != eager {
                 bail!(
