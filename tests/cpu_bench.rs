@@ -11,7 +11,7 @@ use rooflab::model::gpu::{GpuModel, GpuOptions};
 use rooflab::model::LlamaConfig;
 use rooflab_harness::bench::gpu::{self, e2e, Implementation, PEER_PREFIX};
 use rooflab_harness::bench::{self as bench, Case, Plan, Suite, Timed, Timer};
-use rooflab_harness::report::model::{Ceilings, Conditions, Gpu, Run, NAIVE, PEER};
+use rooflab_harness::report::model::{Ceilings, Conditions, Failure, Gpu, Run, NAIVE, PEER};
 
 /// Runs `rooflab ARGS`; returns (success, stdout, stderr).
 fn rooflab(args: &[&str]) -> (bool, String, String) {
@@ -116,6 +116,7 @@ fn run_json(suites: &[Suite]) -> Run {
         before: Conditions::default(),
         after: Conditions::default(),
         ceilings: ceilings(),
+        failures: vec![],
     }
 }
 
@@ -125,7 +126,7 @@ fn timer_rows_carry_the_in_process_vendor_peer_into_the_run_folder() {
     let suites = bench::parse_suites("gemv,spec").unwrap();
     let cases = bench::cases_for(&suites, true);
     let mut timer = FakeTimer { calls: 0 };
-    let rows = gpu::measure_cases(&mut timer, &cases, &Plan::new(true), &ceilings()).unwrap();
+    let rows = bench::measure(&mut timer, &cases, &Plan::new(true), &ceilings()).unwrap().rows;
     assert_eq!(timer.calls, cases.len());
     let timed_cases = cases.iter().filter(|c| c.suite != Suite::Spec).count();
     assert_eq!(rows.len(), 3 * timed_cases);
@@ -149,6 +150,75 @@ fn timer_rows_carry_the_in_process_vendor_peer_into_the_run_folder() {
     let table = gpu::short_table(&rows);
     assert!(table.lines().next().unwrap().contains("median_us") && table.contains("peer:cublas_cudarc"), "{table}");
     assert_eq!(table.lines().count(), rows.len() + 1);
+}
+
+/// A pretend GPU whose naive GEMV fails its check at the first case and which loses its context at the
+/// third (a kernel that faulted).
+struct FailingTimer {
+    calls: usize,
+    failures: Vec<Failure>,
+}
+
+impl Timer for FailingTimer {
+    fn time(&mut self, case: &Case, plan: &Plan) -> Result<Vec<Timed>> {
+        self.calls += 1;
+        let rooflab = Timed { variant: "rooflab".into(), times_us: vec![10.0; plan.iterations] };
+        let naive = Timed { variant: NAIVE.into(), times_us: vec![40.0; plan.iterations] };
+        match self.calls {
+            1 => {
+                self.failures.push(case.failure(NAIVE, "output element 3 is 0.5\nbut want 0.25".into()));
+                Ok(vec![rooflab])
+            }
+            3 => Err(anyhow::anyhow!("timing rooflab: CUDA_ERROR_ILLEGAL_ADDRESS")),
+            _ => Ok(vec![rooflab, naive]),
+        }
+    }
+
+    fn take_failures(&mut self) -> Vec<Failure> {
+        std::mem::take(&mut self.failures)
+    }
+}
+
+#[test]
+fn a_failed_check_costs_its_implementation_and_a_lost_device_the_rest_and_the_run_says_so() {
+    let suites = bench::parse_suites("gemv").unwrap();
+    let cases = bench::cases_for(&suites, true);
+    assert!(cases.len() > 3);
+    let mut timer = FailingTimer { calls: 0, failures: Vec::new() };
+    let measured = bench::measure(&mut timer, &cases, &Plan::new(true), &ceilings()).unwrap();
+    assert_eq!(timer.calls, 3, "nothing is timed after the device is lost");
+    let variants: Vec<(&str, &str)> = measured.rows.iter().map(|r| (r.shape.as_str(), r.variant.as_str())).collect();
+    let (first, second) = (cases[0].shape(), cases[1].shape());
+    assert_eq!(variants, [(first.as_str(), "rooflab"), (second.as_str(), "rooflab"), (second.as_str(), NAIVE)]);
+    let failed: Vec<(&str, &str)> = measured.failures.iter().map(|f| (f.shape.as_str(), f.variant.as_str())).collect();
+    assert_eq!(failed.len(), 2 + cases.len() - 3);
+    assert_eq!(failed[0], (first.as_str(), NAIVE));
+    assert_eq!(failed[1], (cases[2].shape().as_str(), "*"));
+    assert_eq!(measured.failures[0].error, "output element 3 is 0.5 but want 0.25", "one line, for a table cell");
+    assert!(measured.failures[1].error.contains("CUDA_ERROR_ILLEGAL_ADDRESS"));
+    assert!(measured.failures[2..].iter().all(|f| f.error.starts_with("not measured: the device was lost at gemv")));
+
+    // The run folder lists them in run.json and first thing in report.md, and the report regenerates
+    // byte for byte from the files.
+    let root = tempfile::tempdir().unwrap();
+    let run = Run { failures: measured.failures.clone(), ..run_json(&suites) };
+    let dir = bench::write_run(root.path(), &run, &measured.rows).unwrap();
+    let stored: Run = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(stored.failures, measured.failures);
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let section = report.find("## Failed checks").expect("a failed-checks section");
+    assert!(section < report.find("## How to read").unwrap(), "failures come before the tables");
+    assert!(
+        report.contains(&format!("| gemv | gemv | bf16 | {first} | naive | output element 3 is 0.5 but want 0.25 |"))
+    );
+    assert!(report.contains(&format!("| Failed | {} implementation(s)", measured.failures.len())));
+    rooflab_harness::report::regenerate(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), report);
+
+    // A run where everything passed keeps run.json as it was before failures were recorded.
+    let clean = bench::write_run(root.path(), &run_json(&suites), &measured.rows).unwrap();
+    assert!(!std::fs::read_to_string(clean.join("run.json")).unwrap().contains("failures"));
+    assert!(!std::fs::read_to_string(clean.join("report.md")).unwrap().contains("Failed checks"));
 }
 
 #[test]

@@ -78,6 +78,7 @@ fn run_json(gpu: &str, date: &str, commit: &str) -> Run {
             bf16_tflops: TENSOR,
             bf16_method: "cuBLAS bf16 GEMM 8192x8192x8192".into(),
         },
+        failures: vec![],
     }
 }
 
@@ -90,8 +91,9 @@ fn synthetic_cases() -> Vec<Case> {
 /// Writes a full synthetic run under `root` and returns its folder.
 fn write_synthetic_run(root: &Path, gpu: &str, date: &str, commit: &str) -> std::path::PathBuf {
     let run = run_json(gpu, date, commit);
-    let rows = bench::measure(&mut SyntheticGpu, &synthetic_cases(), &Plan::new(true), &run.ceilings).unwrap();
-    bench::write_run(root, &run, &rows).unwrap()
+    let measured = bench::measure(&mut SyntheticGpu, &synthetic_cases(), &Plan::new(true), &run.ceilings).unwrap();
+    assert!(measured.failures.is_empty());
+    bench::write_run(root, &run, &measured.rows).unwrap()
 }
 
 /// Peer rows at the DESIGN's rates: SDPA flash / cuDNN attention, cuBLAS and tinygemm GEMV.

@@ -9,6 +9,8 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 
+use crate::report::model::Failure;
+
 /// A benchmark suite (`rooflab bench --suite NAME`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Suite {
@@ -100,6 +102,19 @@ pub struct Case {
 }
 
 impl Case {
+    /// The run's record that `variant` (`*`: every implementation) of this case could not be measured.
+    pub fn failure(&self, variant: &str, error: String) -> Failure {
+        Failure {
+            suite: self.suite.name().to_string(),
+            kernel: self.kernel.clone(),
+            dtype: self.dtype.clone(),
+            variant: variant.to_string(),
+            shape: self.shape(),
+            // One line: the report puts it in a table cell.
+            error: error.split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+
     /// The shape string of summary.csv: `B=1 H=32 KVH=8 S=4096 D=128 causal`.
     pub fn shape(&self) -> String {
         let parts: Vec<String> = self

@@ -7,9 +7,9 @@
 //! let cases = bench::cases_for(&suites, args.quick);                  // + bench::e2e_cases(..) with a model
 //! let date = bench::today_utc(); let (before, driver) = bench::query_conditions();
 //! let ceilings = gpu.measure_ceilings()?;                             // device-to-device copy, cuBLAS GEMM
-//! let rows = bench::measure(&mut gpu_timer, &cases, &bench::Plan::new(args.quick), &ceilings)?;
+//! let measured = bench::measure(&mut gpu_timer, &cases, &bench::Plan::new(args.quick), &ceilings)?;
 //! let (after, _) = bench::query_conditions();
-//! let dir = bench::write_run(Path::new("results"), &run, &rows)?;    // summary.csv, run.json, report, README
+//! let dir = bench::write_run(Path::new("results"), &run, &measured.rows)?; // run.failures: measured.failures
 //! ```
 
 pub mod cases;
@@ -25,7 +25,8 @@ pub use cases::{cases, e2e_cases, parse_suites, shapes_json, Case, Param, Suite,
 pub use env::{detect_commit, query_conditions, today_utc};
 pub use stats::{measurement_row, TimeStats};
 
-use crate::report::{self, compare, model::Ceilings, model::Row, model::Run};
+use crate::report::model::{Ceilings, Failure, Row, Run};
+use crate::report::{self, compare};
 
 /// How long to time each implementation: launches before timing, and timed launches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +59,26 @@ pub struct Timed {
 
 /// The GPU side of `rooflab bench`: launches every implementation it has of a case and times them.
 pub trait Timer {
-    /// Event times of each implementation of `case` (rooflab's kernel, its naive baseline, ...), or
-    /// an empty list when the device side has no kernel for it (the case is then skipped).
+    /// Event times of each implementation of `case` (rooflab's kernel, its naive baseline, ...) that
+    /// passed its check, or an empty list when the device side has no kernel for it (the case is then
+    /// skipped). An error means the device can no longer be used: measuring stops there.
     fn time(&mut self, case: &Case, plan: &Plan) -> Result<Vec<Timed>>;
+
+    /// What failed its check or could not run since the last call (left out of the times).
+    fn take_failures(&mut self) -> Vec<Failure> {
+        Vec::new()
+    }
+}
+
+/// Variants a [`Timer`] names `PEER_PREFIX` + NAME are vendor libraries timed in the same process
+/// (cuBLAS through cudarc): they become `peer` rows named NAME.
+pub const PEER_PREFIX: &str = "peer:";
+
+/// What [`measure`] got: the summary rows, and what could not be measured.
+#[derive(Debug, Default)]
+pub struct Measurement {
+    pub rows: Vec<Row>,
+    pub failures: Vec<Failure>,
 }
 
 /// Every case of the suites, in suite order (e2e cases need a model: add [`e2e_cases`]).
@@ -69,15 +87,36 @@ pub fn cases_for(suites: &[Suite], quick: bool) -> Vec<Case> {
 }
 
 /// Times every case and turns the times into summary rows with the comparison columns filled, rounded
-/// to what summary.csv stores.
-pub fn measure(timer: &mut dyn Timer, cases: &[Case], plan: &Plan, ceilings: &Ceilings) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    for case in cases {
-        for timed in timer.time(case, plan)? {
-            rows.push(measurement_row(case, &timed.variant, &timed.times_us, ceilings)?);
+/// to what summary.csv stores ([`PEER_PREFIX`] variants become `peer` rows). A failed check costs only
+/// its implementation; a lost device ends the measuring, and it and every case left are failures.
+pub fn measure(timer: &mut dyn Timer, cases: &[Case], plan: &Plan, ceilings: &Ceilings) -> Result<Measurement> {
+    let mut m = Measurement::default();
+    for (i, case) in cases.iter().enumerate() {
+        let timed = timer.time(case, plan);
+        m.failures.extend(timer.take_failures());
+        let timed = match timed {
+            Ok(timed) => timed,
+            Err(e) => {
+                m.failures.push(case.failure("*", format!("{e:#}")));
+                let lost = format!("not measured: the device was lost at {} [{}]", case.kernel, case.shape());
+                m.failures.extend(cases[i + 1..].iter().map(|c| c.failure("*", lost.clone())));
+                break;
+            }
+        };
+        for timed in timed {
+            let row = match timed.variant.strip_prefix(PEER_PREFIX) {
+                Some(name) => {
+                    let mut row = measurement_row(case, report::model::PEER, &timed.times_us, ceilings)?;
+                    row.peer = name.to_string();
+                    row
+                }
+                None => measurement_row(case, &timed.variant, &timed.times_us, ceilings)?,
+            };
+            m.rows.push(row);
         }
     }
-    finish_rows(rows, ceilings)
+    m.rows = finish_rows(m.rows, ceilings)?;
+    Ok(m)
 }
 
 /// Rounds rows as summary.csv will store them and fills the comparison columns.
@@ -174,6 +213,7 @@ mod tests {
                 bf16_tflops: 786.0,
                 bf16_method: "cuBLAS bf16 GEMM 8192x8192x8192".into(),
             },
+            failures: vec![],
         }
     }
 
@@ -181,7 +221,7 @@ mod tests {
     fn measure_and_write_a_run() {
         let run = run();
         let cases = cases_for(&parse_suites("decode,gemv").unwrap(), true);
-        let rows = measure(&mut FakeTimer, &cases, &Plan::new(true), &run.ceilings).unwrap();
+        let rows = measure(&mut FakeTimer, &cases, &Plan::new(true), &run.ceilings).unwrap().rows;
         assert_eq!(rows.len(), 4);
         let fast = &rows[0];
         assert!((fast.pct_of_ceiling.unwrap() - 78.0).abs() < 3.0, "{fast:?}");

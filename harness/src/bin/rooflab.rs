@@ -80,7 +80,8 @@ enum Command {
         dtype: ImportDtype,
     },
     /// Measure the kernels and the model on the GPU against the measured roofline; writes
-    /// <out>/<device>/<date>-<commit>/ and prints its path last.
+    /// <out>/<device>/<date>-<commit>/ and prints its path last. An implementation that fails its check
+    /// is not timed and the run goes on; the folder lists it, and the exit status is then 3.
     Bench {
         /// attention, decode, gemv, spec, e2e, a comma-separated list, or all.
         #[arg(long, default_value = "all")]
@@ -139,7 +140,19 @@ fn main() {
         Command::Bench { suite, quick, out, model } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let args = rooflab_harness::bench::gpu::BenchArgs { suite, quick, out, model, command };
-            rooflab_harness::bench::gpu::run(&args).map(|_| ())
+            match rooflab_harness::bench::gpu::run(&args) {
+                Ok(outcome) if outcome.failures > 0 => {
+                    // The run folder is written (and printed last); the failures are listed in it.
+                    eprintln!(
+                        "error: {} implementation(s) or case(s) failed their check or could not run and were not \
+                         timed: see run.json's failures and report.md in {}",
+                        outcome.failures,
+                        outcome.dir.display()
+                    );
+                    std::process::exit(rooflab_harness::bench::gpu::FAILED_CHECKS_EXIT);
+                }
+                outcome => outcome.map(|_| ()),
+            }
         }
         Command::Generate {
             model,

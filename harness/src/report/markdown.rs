@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::figures::Figure;
-use super::model::{Ceilings, Row, Run, Shape};
+use super::model::{Ceilings, Failure, Row, Run, Shape};
 use super::peers::LoadedPeers;
 
 /// Suites in the order the report shows them; unknown suites follow alphabetically.
@@ -157,6 +157,14 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
         "| Ridge point | {} FLOP/byte: below it a kernel is judged against bandwidth, above it against the tensor-core rate |",
         human(c.ridge())
     );
+    if !run.failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "| Failed | {} implementation(s) or case(s) failed their check or could not run, and were not timed: \
+             see [Failed checks](#failed-checks) |",
+            run.failures.len()
+        );
+    }
     let _ = writeln!(out, "| Before the run | {} |", conditions(&run.before));
     let _ = writeln!(out, "| After the run | {} |", conditions(&run.after));
     let _ = writeln!(
@@ -178,6 +186,33 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
             })
             .collect();
         let _ = writeln!(out, "| Peers | {} |", escape(&list.join("; ")));
+    }
+    out.push('\n');
+}
+
+/// What the run could not measure, first thing after the header: a missing row must not pass for an
+/// oversight.
+fn failures_section(out: &mut String, failures: &[Failure]) {
+    if failures.is_empty() {
+        return;
+    }
+    out.push_str("## Failed checks\n\n");
+    out.push_str(
+        "Each of these failed its check against the CPU reference, or could not run, so it was not timed and has \
+         no row in the tables below (`*`: every implementation of the case).\n\n",
+    );
+    out.push_str("| suite | kernel | dtype | shape | implementation | what failed |\n|---|---|---|---|---|---|\n");
+    for f in failures {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            escape(&f.suite),
+            escape(&f.kernel),
+            escape(&f.dtype),
+            escape(&f.shape),
+            escape(&f.variant),
+            escape(&f.error)
+        );
     }
     out.push('\n');
 }
@@ -334,6 +369,7 @@ fn kernel_table(out: &mut String, suite: &str, rows: &[&Row], ceilings: &Ceiling
 pub fn render(run: &Run, rows: &[Row], peers: &[LoadedPeers], figures: &[Figure]) -> String {
     let mut out = String::new();
     header(&mut out, run, peers);
+    failures_section(&mut out, &run.failures);
     how_to_read(&mut out);
     figures_section(&mut out, figures);
     if rows.is_empty() {

@@ -245,6 +245,24 @@ pub struct Run {
     pub before: Conditions,
     pub after: Conditions,
     pub ceilings: Ceilings,
+    /// Implementations that failed their check against the CPU reference, or could not run, and so were
+    /// not timed (their rows are missing from summary.csv). Absent from a run where everything passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+}
+
+/// One implementation (or a whole case, variant `*`) that a run could not measure, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub suite: String,
+    pub kernel: String,
+    pub dtype: String,
+    /// The implementation (`rooflab`, `rooflab-wgmma`, `naive`, ...), or `*` for every one of the case.
+    pub variant: String,
+    /// `key=value` pairs, as in summary.csv.
+    pub shape: String,
+    /// The error, one line.
+    pub error: String,
 }
 
 impl Run {

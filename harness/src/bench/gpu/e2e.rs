@@ -19,15 +19,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rooflab::model::config::Llama3RopeScaling;
 use rooflab::model::gpu::{DecodeKernels, GpuModel, GpuOptions};
 use rooflab::model::{CausalLm, LlamaConfig, Logits};
 use rooflab::sample::{argmax, Rng};
 
 use crate::bench::cases::{e2e_cases, Param, E2E_PROMPT};
-use crate::bench::{measurement_row, Case};
-use crate::report::model::{Ceilings, Row};
+use crate::bench::{measurement_row, Case, Measurement};
+use crate::report::model::{Ceilings, Failure};
 
 /// The checkpoint `rooflab bench` uses when `--model` is not given and the folder exists.
 pub const DEFAULT_MODEL_DIR: &str = "models/SmolLM2-135M-Instruct";
@@ -172,9 +172,10 @@ fn load(model: &E2eModel, context: usize) -> rooflab::Result<GpuModel> {
     }
 }
 
-/// Measures every model: rows for summary.csv.
-pub fn measure(models: &[E2eModel], quick: bool, ceilings: &Ceilings) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
+/// Measures every model: rows for summary.csv, and what failed (a model that would not load, a case
+/// whose run or check failed); the other models and cases go on.
+pub fn measure(models: &[E2eModel], quick: bool, ceilings: &Ceilings) -> Result<Measurement> {
+    let mut m = Measurement::default();
     for model in models {
         let config = match &model.source {
             ModelSource::Random { config, .. } => config.clone(),
@@ -189,20 +190,38 @@ pub fn measure(models: &[E2eModel], quick: bool, ceilings: &Ceilings) -> Result<
                 eprintln!("note: e2e {} skipped: {e}", model.name);
                 continue;
             }
-            Err(e) => return Err(e).with_context(|| format!("e2e {}: loading", model.name)),
+            Err(e) => {
+                eprintln!("  e2e {}: FAILED to load: {e}", model.name);
+                m.failures.push(Failure {
+                    suite: "e2e".into(),
+                    kernel: "load".into(),
+                    dtype: "bf16".into(),
+                    variant: "*".into(),
+                    shape: format!("model={}", model.name),
+                    error: e.to_string(),
+                });
+                continue;
+            }
         };
         eprintln!("    loaded in {:.1} s on {}", started.elapsed().as_secs_f64(), gpu_model.device_name());
         let weight_bytes = gpu_model.weight_bytes() as u64;
         for case in model_cases(&model.name, &config, weight_bytes, context, quick) {
             let what = format!("e2e {} [{}]", case.kernel, case.shape());
             eprintln!("  {what}");
-            let timed = time_case(&mut gpu_model, &case, quick).with_context(|| what.clone())?;
-            for (variant, times_us) in timed {
-                rows.push(measurement_row(&case, &variant, &times_us, ceilings)?);
+            match time_case(&mut gpu_model, &case, quick) {
+                Ok(timed) => {
+                    for (variant, times_us) in timed {
+                        m.rows.push(measurement_row(&case, &variant, &times_us, ceilings)?);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("  {what}: FAILED: {e:#}");
+                    m.failures.push(case.failure("*", format!("{e:#}")));
+                }
             }
         }
     }
-    Ok(rows)
+    Ok(m)
 }
 
 /// (variant, microseconds per measurement) of one e2e case.

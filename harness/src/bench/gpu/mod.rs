@@ -27,13 +27,11 @@ use cudarc::cublas::CudaBlas;
 use rooflab::cuda::GpuContext;
 use rooflab::kernels::Kernels;
 
-use super::{cases_for, detect_commit, measurement_row, parse_suites, query_conditions, today_utc, Case, Plan};
-use super::{Suite, Timer};
-use crate::report::model::{Ceilings, Gpu, Row, Run, NAIVE, PEER};
+use super::Suite;
+use super::{cases_for, detect_commit, measure, parse_suites, query_conditions, today_utc, Case, Measurement, Plan};
+use crate::report::model::{Gpu, Row, Run, NAIVE};
 
-/// Prefix of a [`super::Timed`] variant measured by a vendor library in this process
-/// (`peer:cublas_cudarc`): its row gets variant `peer` and the name in the `peer` column.
-pub const PEER_PREFIX: &str = "peer:";
+pub use super::PEER_PREFIX;
 
 /// GPU 0 with rooflab's kernels loaded and cuBLAS when libcublas loads.
 pub struct Device {
@@ -175,8 +173,9 @@ pub struct BenchArgs {
     pub command: String,
 }
 
-/// `rooflab bench`: measures and writes a run folder, prints a short table and, last, the folder.
-pub fn run(args: &BenchArgs) -> Result<PathBuf> {
+/// `rooflab bench`: measures and writes a run folder, prints a short table, the failures and, last,
+/// the folder.
+pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
     let suites = parse_suites(&args.suite)?;
     if let Some(dir) = &args.model {
         if !dir.join("config.json").is_file() {
@@ -205,7 +204,7 @@ pub fn run(args: &BenchArgs) -> Result<PathBuf> {
 
     let cases = cases_for(&suites, args.quick);
     let mut gpu_timer = timer::GpuTimer::new(&device, args.quick);
-    let mut rows = measure_cases(&mut gpu_timer, &cases, &plan, &ceilings)?;
+    let Measurement { mut rows, mut failures } = measure(&mut gpu_timer, &cases, &plan, &ceilings)?;
     for note in gpu_timer.notes() {
         eprintln!("note: {note}");
     }
@@ -213,7 +212,9 @@ pub fn run(args: &BenchArgs) -> Result<PathBuf> {
     drop(device);
     if suites.contains(&Suite::E2e) {
         let models = e2e::models(args.model.as_deref(), Path::new(e2e::DEFAULT_MODEL_DIR));
-        rows.extend(e2e::measure(&models, args.quick, &ceilings)?);
+        let e2e = e2e::measure(&models, args.quick, &ceilings)?;
+        rows.extend(e2e.rows);
+        failures.extend(e2e.failures);
     }
     let (after, _) = query_conditions();
 
@@ -229,13 +230,29 @@ pub fn run(args: &BenchArgs) -> Result<PathBuf> {
         before,
         after,
         ceilings: ceilings.clone(),
+        failures,
     };
     let dir = super::write_run(&args.out, &run, &rows)?;
     let written = crate::report::load_summary(&dir)?;
     print!("{}", short_table(&written));
+    for f in &run.failures {
+        println!("FAILED {} {} [{}] {}: {}", f.kernel, f.dtype, f.shape, f.variant, f.error);
+    }
     println!("{}", dir.display());
-    Ok(dir)
+    Ok(BenchOutcome { dir, failures: run.failures.len() })
 }
+
+/// Where [`run`] wrote, and how many implementations or cases it could not measure (listed in run.json
+/// and report.md; `rooflab bench` then exits with [`FAILED_CHECKS_EXIT`]).
+#[derive(Debug)]
+pub struct BenchOutcome {
+    pub dir: PathBuf,
+    pub failures: usize,
+}
+
+/// Exit status of `rooflab bench` when the run folder was written but some checks failed (other errors:
+/// 1). scripts/gpu-run still merges the peers into such a run.
+pub const FAILED_CHECKS_EXIT: i32 = 3;
 
 /// run.json's `environment`: every `ROOFLAB_*` variable set now, as `NAME=VALUE`, sorted.
 fn rooflab_environment() -> Vec<String> {
@@ -259,25 +276,6 @@ fn describe(gpu: &GpuContext, driver: Option<String>) -> Result<Gpu> {
         compute_capability: format!("{major}.{minor}"),
         driver: driver.unwrap_or_else(|| "unknown".into()),
     })
-}
-
-/// Times every case and turns the times into rows, like [`super::measure`], except that variants
-/// named [`PEER_PREFIX`]`NAME` (vendor libraries timed in this process) become `peer` rows named NAME.
-pub fn measure_cases(timer: &mut dyn Timer, cases: &[Case], plan: &Plan, ceilings: &Ceilings) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    for case in cases {
-        for timed in timer.time(case, plan)? {
-            match timed.variant.strip_prefix(PEER_PREFIX) {
-                Some(name) => {
-                    let mut row = measurement_row(case, PEER, &timed.times_us, ceilings)?;
-                    row.peer = name.to_string();
-                    rows.push(row);
-                }
-                None => rows.push(measurement_row(case, &timed.variant, &timed.times_us, ceilings)?),
-            }
-        }
-    }
-    super::finish_rows(rows, ceilings)
 }
 
 /// The table `rooflab bench` prints: one line per row, the columns a reader checks first.

@@ -1,6 +1,7 @@
 //! [`GpuTimer`], the [`Timer`] of `rooflab bench`: for each case it builds the workload, checks every
-//! implementation against the CPU reference (all of them before any is timed), then times each with
-//! CUDA events: warm-up first, then `Plan::iterations` timed groups, rotating through the input copies.
+//! implementation against the CPU reference (all of them before any is timed), then times each that
+//! passed with CUDA events: warm-up first, then `Plan::iterations` timed groups, rotating through the
+//! input copies. One that fails its check is not timed and becomes a [`Failure`] of the run.
 //!
 //! Kernels shorter than [`MIN_TIMED_SECONDS`] are timed in batches of back-to-back launches between one
 //! pair of events and the time divided, so event overhead does not dominate; very slow ones (the naive
@@ -12,6 +13,7 @@ use rooflab::cuda::GpuTimer as EventPair;
 
 use super::{attention, case_context, decode, gemv, Device, Workload};
 use crate::bench::{Case, Plan, Suite, Timed, Timer};
+use crate::report::model::Failure;
 
 /// A timed group of launches should last at least this long (event resolution is about 0.5 µs).
 pub const MIN_TIMED_SECONDS: f64 = 50e-6;
@@ -93,23 +95,48 @@ pub fn time_launches(
     Ok(times)
 }
 
-/// Checks every implementation of `workload`, then times each: one [`Timed`] per implementation.
-pub fn time_workload(device: &Device, workload: &mut dyn Workload, plan: &Plan, budget_s: f64) -> Result<Vec<Timed>> {
+/// What [`time_workload`] measured: one [`Timed`] per implementation that passed its check, and
+/// (implementation name, error) for each one that did not, or whose timing failed.
+#[derive(Debug, Default)]
+pub struct Measured {
+    pub timed: Vec<Timed>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Checks every implementation of `workload`, then times each that passed. A failed check leaves that
+/// implementation out and the others go on; an error that leaves the CUDA context unusable (a kernel
+/// that faulted) is returned, since nothing after it could run.
+pub fn time_workload(device: &Device, workload: &mut dyn Workload, plan: &Plan, budget_s: f64) -> Result<Measured> {
     let implementations = workload.implementations().to_vec();
+    let mut measured = Measured::default();
+    let mut passed = vec![true; implementations.len()];
     // The mock driver's launch-only mode runs no kernel, so there is no output to check (a rehearsal).
     if !device.gpu.mock_skips_kernels() {
-        for which in 0..implementations.len() {
-            workload.check(which)?;
+        for (which, implementation) in implementations.iter().enumerate() {
+            if let Err(e) = workload.check(which) {
+                device_still_usable(device, &e)?;
+                measured.failed.push((implementation.name.to_string(), format!("{e:#}")));
+                passed[which] = false;
+            }
         }
     }
     let copies = workload.copies().max(1);
-    let mut out = Vec::with_capacity(implementations.len());
-    for (which, implementation) in implementations.iter().enumerate() {
-        let times = time_launches(device, plan, budget_s, |n| workload.launch(which, n % copies))
-            .with_context(|| format!("timing {}", implementation.name))?;
-        out.push(Timed { variant: implementation.variant(), times_us: times });
+    for (which, implementation) in implementations.iter().enumerate().filter(|(which, _)| passed[*which]) {
+        match time_launches(device, plan, budget_s, |n| workload.launch(which, n % copies)) {
+            Ok(times) => measured.timed.push(Timed { variant: implementation.variant(), times_us: times }),
+            Err(e) => {
+                device_still_usable(device, &e)?;
+                measured.failed.push((implementation.name.to_string(), format!("timing: {e:#}")));
+            }
+        }
     }
-    Ok(out)
+    Ok(measured)
+}
+
+/// Ok when the context still works after `error` (a wrong result, a refused shape); else an error saying
+/// the context was lost to it (a fault is sticky: every later call would fail the same way).
+fn device_still_usable(device: &Device, error: &anyhow::Error) -> Result<()> {
+    device.synchronize().map_err(|lost| anyhow::anyhow!("{error:#}; the CUDA context is unusable after it ({lost})"))
 }
 
 /// The workload of a case, or None when rooflab has no kernel for it (int8/int4 GEMV and speculative
@@ -135,11 +162,12 @@ pub struct GpuTimer<'d> {
     device: &'d Device,
     budget_s: f64,
     skipped: Vec<String>,
+    failures: Vec<Failure>,
 }
 
 impl<'d> GpuTimer<'d> {
     pub fn new(device: &'d Device, quick: bool) -> Self {
-        GpuTimer { device, budget_s: budget_seconds(quick), skipped: Vec::new() }
+        GpuTimer { device, budget_s: budget_seconds(quick), skipped: Vec::new(), failures: Vec::new() }
     }
 
     /// What was skipped and why, for the end of the run.
@@ -152,14 +180,37 @@ impl<'d> GpuTimer<'d> {
 }
 
 impl Timer for GpuTimer<'_> {
+    /// The times of `case`'s implementations that passed their check; the others become failures
+    /// ([`Timer::take_failures`]). An error means the device can no longer be used.
     fn time(&mut self, case: &Case, plan: &Plan) -> Result<Vec<Timed>> {
         let what = case_context(case);
-        let Some(mut workload) = workload_for(self.device, case, plan).with_context(|| what.clone())? else {
-            self.skipped.push(format!("{} {} {}", case.kernel, case.dtype, case.shape()));
-            return Ok(Vec::new());
+        let workload = match workload_for(self.device, case, plan) {
+            Ok(Some(workload)) => workload,
+            Ok(None) => {
+                self.skipped.push(format!("{} {} {}", case.kernel, case.dtype, case.shape()));
+                return Ok(Vec::new());
+            }
+            // Inputs that do not fit, say: this case fails, the next may not.
+            Err(e) => {
+                device_still_usable(self.device, &e).with_context(|| what.clone())?;
+                eprintln!("  {what}: FAILED to set up: {e:#}");
+                self.failures.push(case.failure("*", format!("{e:#}")));
+                return Ok(Vec::new());
+            }
         };
+        let mut workload = workload;
         eprintln!("  {what}");
-        time_workload(self.device, workload.as_mut(), plan, self.budget_s).with_context(|| what)
+        let measured =
+            time_workload(self.device, workload.as_mut(), plan, self.budget_s).with_context(|| what.clone())?;
+        for (variant, error) in measured.failed {
+            eprintln!("  {what}: {variant} FAILED: {error}");
+            self.failures.push(case.failure(&variant, error));
+        }
+        Ok(measured.timed)
+    }
+
+    fn take_failures(&mut self) -> Vec<Failure> {
+        std::mem::take(&mut self.failures)
     }
 }
 
