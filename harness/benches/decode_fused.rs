@@ -34,4 +34,5 @@ fn main() {
         }
     }
     c.final_summary();
+    common::exit_if_checks_failed();
 }

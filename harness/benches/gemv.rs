@@ -40,4 +40,5 @@ fn main() {
         common::bench_workload(&mut c, &device, &mut workload, bytes);
     }
     c.final_summary();
+    common::exit_if_checks_failed();
 }

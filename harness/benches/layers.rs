@@ -31,4 +31,5 @@ fn main() {
         }
     }
     c.final_summary();
+    common::exit_if_checks_failed();
 }

@@ -1,12 +1,14 @@
 //! Setup shared by the GPU kernel benches (gemv, attention_decode, layers): the device or a skip note,
 //! criterion's settings, and one benchmark group per shape holding every implementation of the
 //! workload (rooflab's kernel, its naive baseline, the vendor peer), each checked against the CPU
-//! reference first and timed with CUDA events around `iters` back-to-back launches (`iter_custom`),
+//! reference first (one that fails is left untimed, and the bench exits 1 at the end) and timed with
+//! CUDA events around `iters` back-to-back launches (`iter_custom`),
 //! rotating through the workload's input copies so the data comes from HBM, not L2.
 //!
 //! The workloads are the ones `rooflab bench` times (rooflab_harness::bench::gpu), so both report the
 //! same launches on the same data.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
@@ -47,19 +49,55 @@ pub fn fail(message: &str) -> ! {
     std::process::exit(1)
 }
 
-/// One group named after the workload's kernel and shape, throughput `bytes` (the minimum bytes), one
-/// benchmark per implementation. A wrong implementation stops the bench before anything is timed.
-pub fn bench_workload(c: &mut Criterion, device: &Device, workload: &mut dyn Workload, bytes: f64) {
-    let implementations = workload.implementations().to_vec();
-    for which in 0..implementations.len() {
-        if let Err(e) = workload.check(which) {
-            fail(&format!("{e:#}"));
+/// Implementations that failed their check in this process, one line each, for [`exit_if_checks_failed`].
+static FAILED_CHECKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records that `what` failed its check: it is left untimed and the rest of the bench goes on (one wrong
+/// version must not cost the others' numbers), and the bench exits 1 at the end. A failure after which
+/// the CUDA context is unusable (a kernel that faulted) stops the bench now: nothing after it could run.
+/// `failure` names the implementation and the shape.
+pub fn check_failed(device: &Device, failure: String) {
+    if let Err(lost) = device.synchronize() {
+        fail(&format!("{failure}; the CUDA context is unusable after it ({lost})"));
+    }
+    eprintln!("error (not timed): {failure}");
+    FAILED_CHECKS.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
+}
+
+/// The implementations of `workload` that pass their check against the CPU reference (indices).
+pub fn checked_implementations(device: &Device, workload: &mut dyn Workload) -> Vec<usize> {
+    let mut passed = Vec::new();
+    for which in 0..workload.implementations().len() {
+        match workload.check(which) {
+            Ok(()) => passed.push(which),
+            // Workload::check's errors name the kernel, the implementation and the shape.
+            Err(e) => check_failed(device, format!("{e:#}")),
         }
     }
+    passed
+}
+
+/// Call last: when any check failed, lists them and exits 1 (criterion has printed what was timed).
+pub fn exit_if_checks_failed() {
+    let failed = FAILED_CHECKS.lock().unwrap_or_else(|p| p.into_inner());
+    if failed.is_empty() {
+        return;
+    }
+    for line in failed.iter() {
+        eprintln!("FAILED (not timed): {line}");
+    }
+    fail(&format!("{} implementation(s) failed their check against the reference", failed.len()));
+}
+
+/// One group named after the workload's kernel and shape, throughput `bytes` (the minimum bytes), one
+/// benchmark per implementation that passes its check (see [`check_failed`] for the others).
+pub fn bench_workload(c: &mut Criterion, device: &Device, workload: &mut dyn Workload, bytes: f64) {
+    let implementations = workload.implementations().to_vec();
+    let passed = checked_implementations(device, workload);
     let copies = workload.copies().max(1);
     let mut group = c.benchmark_group(workload.label());
     group.throughput(Throughput::Bytes(bytes as u64));
-    for (which, implementation) in implementations.iter().enumerate() {
+    for (which, implementation) in implementations.iter().enumerate().filter(|(which, _)| passed.contains(which)) {
         group.bench_function(implementation.name, |b| {
             b.iter_custom(|iters| time_launches(device, workload, which, copies, iters))
         });
