@@ -43,6 +43,17 @@ fn attention_kernels_pass_with_each_blocks_threads_in_reverse_order() {
     attention::prefill_kernels_handle_varlen_batches_and_chunked_prefill(&g);
 }
 
+/// The attention kernels again with each block's threads in a random order at every round of the
+/// scheduler (one fixed seed here; `ROOFLAB_EMU_SHUFFLE=SEED cargo test --test emu` shuffles every
+/// test with another): interleavings of warps at barriers and mbarrier waits that the fixed orders miss.
+#[test]
+fn attention_kernels_pass_with_each_blocks_threads_shuffled() {
+    let g = device::gpu_shuffled(0x5eed);
+    attention::decode_attention_matches_reference(&g);
+    attention::tma_prefill_handles_ragged_cache_tiles(&g);
+    attention::prefill_kernels_handle_varlen_batches_and_chunked_prefill(&g);
+}
+
 /// v4 again with warp 0, its producer, starved: the consumers get as far ahead of the producer as the
 /// mbarriers let them, so a consumer wait that is missing (for the producer's zeroing of the ragged last
 /// V tile, `v_fixed`) shows as NaN from the cache tail; the other two orders miss it.

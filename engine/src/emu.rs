@@ -36,6 +36,7 @@ extern "C" {
         params: *const c_void,
         params_size: usize,
         schedule: i32,
+        seed: u64,
         err: *mut c_char,
         err_len: usize,
     ) -> i32;
@@ -73,15 +74,20 @@ pub enum Schedule {
     /// can, after the TMA copies the others wait for have landed, and an mbarrier wait that succeeds at
     /// once yields: consumers get as far ahead of the producer as the protocol lets them.
     StarveWarp0,
+    /// A fresh random order at every round of the scheduler (each time the threads that can run have run
+    /// until they block), drawn from this seed (not 0) and the block's index: interleavings of warps at
+    /// barriers and mbarrier waits that neither fixed order reaches. The same seed replays the same order.
+    Shuffled(u64),
 }
 
 impl Schedule {
-    /// What `rl_emu_launch` takes.
-    fn code(self) -> i32 {
+    /// What `rl_emu_launch` takes: the schedule's code and seed.
+    fn code(self) -> (i32, u64) {
         match self {
-            Schedule::InOrder => 0,
-            Schedule::Reversed => 1,
-            Schedule::StarveWarp0 => 2,
+            Schedule::InOrder => (0, 0),
+            Schedule::Reversed => (1, 0),
+            Schedule::StarveWarp0 => (2, 0),
+            Schedule::Shuffled(seed) => (3, seed),
         }
     }
 }
@@ -113,13 +119,19 @@ impl Emulator {
         Self::with_schedule(Schedule::StarveWarp0)
     }
 
+    /// An emulator that runs each block's threads in a fresh random order every round (see
+    /// [`Schedule::Shuffled`]); `seed` must not be 0.
+    pub fn shuffled(seed: u64) -> Self {
+        Self::with_schedule(Schedule::Shuffled(seed))
+    }
+
     /// An emulator that runs each block's threads in `schedule`'s order.
     pub fn with_schedule(schedule: Schedule) -> Self {
         Emulator { schedule, ..Self::default() }
     }
 
-    /// The order it runs each block's threads in (`ROOFLAB_EMU_REVERSE=1` and `ROOFLAB_EMU_STARVE_WARP0=1`
-    /// add theirs to every launch).
+    /// The order it runs each block's threads in (`ROOFLAB_EMU_REVERSE=1`, `ROOFLAB_EMU_STARVE_WARP0=1` and
+    /// `ROOFLAB_EMU_SHUFFLE=SEED` add theirs to every launch).
     pub fn schedule(&self) -> Schedule {
         self.schedule
     }
@@ -173,7 +185,8 @@ impl Launcher for Emulator {
                 config.shared_mem_bytes as usize,
                 (&params as *const P).cast(),
                 size_of::<P>(),
-                self.schedule.code(),
+                self.schedule.code().0,
+                self.schedule.code().1,
                 err.as_mut_ptr(),
                 err.len(),
             )
@@ -697,7 +710,7 @@ mod tests {
             (25, 128, &["cp.async.bulk.tensor.3d writes shared bytes", "wgmma of warpgroup 0 still in flight"]),
             (26, 32, &["overlaps the box of a copy not landed yet"]),
         ];
-        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0()] {
+        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0(), Emulator::shuffled(7)] {
             let map = emu.tensor_map(&TensorMap3d::heads(a.span().addr(), 64, 1, 64, 64)).unwrap();
             for (mode, threads, wants) in cases {
                 let out = HostBuffer::from_slice(&[0f32; 512]);
@@ -715,7 +728,7 @@ mod tests {
     fn the_hopper_models_keep_their_rules() {
         let a_vals = bf16_bits(&eighths(64 * 64, 7));
         let a = HostBuffer::from_slice(&a_vals);
-        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0()] {
+        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0(), Emulator::shuffled(7)] {
             let map = emu.tensor_map(&TensorMap3d::heads(a.span().addr(), 64, 1, 64, 64)).unwrap();
             let run = |mode: i32, threads: u32| {
                 let out = HostBuffer::from_slice(&[0f32; 512]);
@@ -751,6 +764,49 @@ mod tests {
         }
     }
 
+    /// Selftest mode 28 records the order a block's 64 threads run in, twice, a barrier apart.
+    #[test]
+    fn each_schedule_runs_a_blocks_threads_in_its_own_order() {
+        let order = |emu: &Emulator| -> Result<(Vec<u32>, Vec<u32>)> {
+            let out = HostBuffer::from_slice(&[f32::NAN; 128]);
+            selftest(
+                emu,
+                "rl_emu_selftest_fault",
+                64,
+                SelftestParams { out: out.span().addr(), mode: 28, ..Default::default() },
+            )?;
+            let seen: Vec<u32> = out.to_vec().iter().map(|&x| x as u32).collect();
+            Ok((seen[..64].to_vec(), seen[64..].to_vec()))
+        };
+        let all: Vec<u32> = (0..64).collect();
+        let is_permutation = |round: &[u32]| {
+            let mut sorted = round.to_vec();
+            sorted.sort_unstable();
+            sorted == all
+        };
+        // Threads that follow each other in index order (a fixed schedule's rounds are runs of them; the
+        // thread that completes a barrier goes on first).
+        let runs = |round: &[u32]| round.windows(2).filter(|w| w[1] == w[0] + 1 || w[0] == w[1] + 1).count();
+        let fixed = [order(&Emulator::new()).unwrap(), order(&Emulator::reversed()).unwrap()];
+        let shuffled = order(&Emulator::shuffled(7)).unwrap();
+        for (first, second) in fixed.iter().chain([&shuffled]) {
+            assert!(
+                is_permutation(first) && is_permutation(second),
+                "every thread once per round: {first:?} {second:?}"
+            );
+        }
+        for (first, second) in &fixed {
+            assert!(runs(first) >= 60 && runs(second) >= 60, "{first:?} {second:?}");
+        }
+        let (first, second) = shuffled.clone();
+        assert!(runs(&first) < 16 && runs(&second) < 16, "shuffled: {first:?} {second:?}");
+        assert_ne!(first, second, "a fresh order every round");
+        assert_eq!(order(&Emulator::shuffled(7)).unwrap(), shuffled, "the seed replays its order");
+        assert_ne!(order(&Emulator::shuffled(8)).unwrap(), shuffled, "another seed, another order");
+        let err = order(&Emulator::shuffled(0)).unwrap_err().to_string();
+        assert!(err.contains("seed other than 0"), "{err}");
+    }
+
     /// v4's `v_fixed` hand-over in small (selftest mode 27): warp 0 lands a box and zeroes its first 32
     /// words, warp 1 reads them. Waiting for the fix-up, every schedule reads zeros; skipping that wait,
     /// the starved schedule runs the consumers before the producer fixes anything up.
@@ -760,7 +816,7 @@ mod tests {
         let a = HostBuffer::from_slice(&a_vals);
         let landed: Vec<u32> = (0..32).map(|t| u32::from(a_vals[2 * t]) | u32::from(a_vals[2 * t + 1]) << 16).collect();
         assert!(landed.iter().all(|&w| w != 0), "the test needs non-zero data");
-        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0()] {
+        for emu in [Emulator::new(), Emulator::reversed(), Emulator::starving_warp0(), Emulator::shuffled(7)] {
             let map = emu.tensor_map(&TensorMap3d::heads(a.span().addr(), 64, 1, 64, 64)).unwrap();
             for skip_wait in [0, 1] {
                 let out = HostBuffer::from_slice(&[0f32; 512]);

@@ -484,6 +484,17 @@ struct Worker {
 #endif
     }
 
+    // A uniformly random permutation of `order` (Fisher-Yates), from the xorshift64* state `rng`.
+    static void shuffle(std::vector<int>& order, uint64_t& rng) {
+        for (size_t k = order.size(); k > 1; --k) {
+            rng ^= rng >> 12;
+            rng ^= rng << 25;
+            rng ^= rng >> 27;
+            const uint64_t r = rng * 0x2545f4914f6cdd1dull;
+            std::swap(order[k - 1], order[(r >> 32) % k]);
+        }
+    }
+
     // Runs one block to the end; false (with the error recorded in the launch) if it failed.
     bool run_block(Launch& L, size_t linear_block) {
         const dim3& g = L.grid;
@@ -501,6 +512,9 @@ struct Worker {
             b.warpgroups.push_back({0, std::min(128, n - 128 * w), 128 * w, std::min(128, n - 128 * w)});
         b.block = {0, n, 0, n};
         b.wgmma.resize(b.warpgroups.size());
+        b.order.resize(n);
+        for (int k = 0; k < n; ++k) b.order[k] = L.reverse ? n - 1 - k : k;
+        b.rng = L.shuffle_seed ^ (0x9e3779b97f4a7c15ull * (linear_block + 1));
         for (int i = 0; i < n; ++i) init_lane(lanes[i], L.block, i);
 
         current = Current{};
@@ -522,8 +536,9 @@ struct Worker {
         const int starved = starved_lanes(b);
         for (;;) {
             bool ran = false, all_done = true;
+            if (L.shuffle_seed) shuffle(b.order, b.rng);
             for (int k = 0; k < n && !b.failed; ++k) {
-                const int i = L.reverse ? n - 1 - k : k;
+                const int i = b.order[k];
                 Lane& l = lanes[i];
                 if (l.state == Lane::Runnable && i >= starved) {
                     ran = true;
@@ -629,9 +644,11 @@ using namespace rl_emu;
 
 // Runs kernel `name` over the grid; 0 on success, else -1 with a one-line message in err. `schedule`: 0 runs
 // each block's threads first to last, 1 (or ROOFLAB_EMU_REVERSE=1) last to first, 2 (or
-// ROOFLAB_EMU_STARVE_WARP0=1) with warp 0 starved (Launch::starve_warp0; the two variables combine).
+// ROOFLAB_EMU_STARVE_WARP0=1) with warp 0 starved (Launch::starve_warp0), 3 (or ROOFLAB_EMU_SHUFFLE=SEED) in a
+// fresh random order every round, drawn from `seed` (Launch::shuffle_seed); the variables combine.
 extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t smem,
-                             const void* params, size_t params_size, int schedule, char* err, size_t err_len) {
+                             const void* params, size_t params_size, int schedule, uint64_t seed, char* err,
+                             size_t err_len) {
     auto error = [&](const std::string& msg) {
         snprintf(err, err_len, "%s", msg.c_str());
         return -1;
@@ -640,7 +657,8 @@ extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const uns
     if (!entry) return error(format("no kernel `%s` in the emulator", name));
     if (params_size != entry->param_size)
         return error(format("kernel `%s` takes %zu parameter bytes, given %zu", name, entry->param_size, params_size));
-    if (schedule < 0 || schedule > 2) return error(format("kernel `%s`: schedule %d (0, 1 or 2)", name, schedule));
+    if (schedule < 0 || schedule > 3) return error(format("kernel `%s`: schedule %d (0 to 3)", name, schedule));
+    if (schedule == 3 && seed == 0) return error(format("kernel `%s`: a shuffled schedule needs a seed other than 0", name));
     const size_t threads = (size_t)block[0] * block[1] * block[2];
     if (threads == 0 || threads > MAX_THREADS)
         return error(format("kernel `%s`: %zu threads per block (1 to 1024)", name, threads));
@@ -660,6 +678,8 @@ extern "C" int rl_emu_launch(const char* name, const unsigned grid[3], const uns
     const char* starve = getenv("ROOFLAB_EMU_STARVE_WARP0");
     L.starve_warp0 = schedule == 2 || (starve && !strcmp(starve, "1"));
     L.reverse = schedule == 1 || (rev && !strcmp(rev, "1"));
+    const char* shuffle = getenv("ROOFLAB_EMU_SHUFFLE");
+    L.shuffle_seed = schedule == 3 ? seed : shuffle ? strtoull(shuffle, nullptr, 10) : 0;
     const size_t blocks = (size_t)grid[0] * grid[1] * grid[2];
     unsigned workers = std::max(1u, std::thread::hardware_concurrency());
     if (const char* t = getenv("ROOFLAB_EMU_THREADS")) workers = std::max(1, atoi(t));

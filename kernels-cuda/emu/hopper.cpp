@@ -50,7 +50,7 @@ Mbarrier& barrier_for(uint32_t bar, const char* op) {
 void wake(BlockState* b, const Mbarrier& m) {
     const int starved = starved_lanes(*b);
     for (int k = 0; k < b->n; ++k) {
-        const int i = b->launch->reverse ? b->n - 1 - k : k;
+        const int i = b->order[k];
         Lane& l = b->lanes[i];
         if (l.state == Lane::Waiting && l.wait_kind == WaitKind::Mbarrier && l.wait_addr == m.addr &&
             (m.phase & 1) != l.wait_parity) {

@@ -86,6 +86,9 @@ struct Launch {
     // The starved-producer schedule: warp 0's threads run only when no other thread can, and a
     // successful mbarrier wait is a preemption point (emu.cpp, run_block).
     bool starve_warp0;
+    // Not 0: every round of the scheduler visits a block's threads in a fresh random order, drawn from
+    // this seed and the block's index (the same seed replays the same schedule).
+    uint64_t shuffle_seed;
     std::atomic<size_t> next_block{0};
     std::atomic<bool> failed{false};
     std::mutex error_lock;
@@ -164,6 +167,10 @@ struct BlockState {
     // spinning on try_wait reacts at once), so a stage handed back too early is overwritten while its
     // readers are still at it.
     std::vector<int> released;
+    // The order the scheduler visits the threads in this round (and releases mbarrier waiters in):
+    // first to last, last to first, or shuffled each round (Launch::shuffle_seed, with `rng`).
+    std::vector<int> order;
+    uint64_t rng = 0;
     void* sched_sp = nullptr;
 #if !defined(__x86_64__)
     ucontext_t sched_uc;

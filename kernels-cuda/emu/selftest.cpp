@@ -333,6 +333,17 @@ void fault(const Params& p) {
             }
             break;
         }
+        case 28: {  // the order the schedule runs a block's threads in, two rounds apart: each thread appends
+                    // its index, meets the others at a barrier, appends it again (a block's threads are fibers
+                    // on one OS thread, so the shared counter needs no atomics)
+            uint32_t* next = reinterpret_cast<uint32_t*>(s.p + 16384);
+            if (t == 0) *next = 0;
+            __syncthreads();
+            out[(*next)++] = (float)t;
+            __syncthreads();
+            out[(*next)++] = (float)t;
+            break;
+        }
     }
 }
 

@@ -26,6 +26,11 @@ pub fn gpu_starving_warp0() -> Gpu {
     Gpu { kernels: Emulator::starving_warp0() }
 }
 
+/// The emulator with each block's threads in a fresh random order every round, from `seed`.
+pub fn gpu_shuffled(seed: u64) -> Gpu {
+    Gpu { kernels: Emulator::shuffled(seed) }
+}
+
 impl Gpu {
     /// The emulator runs every CUDA thread as a fiber: tests shrink their largest shapes here (and say so).
     pub const EMULATED: bool = true;

@@ -41,7 +41,7 @@
 // The emulator's entry points (../emu.cpp, ../hopper.cpp), linked into this library.
 extern "C" {
 int rl_emu_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t smem, const void* params,
-                  size_t params_size, int schedule, char* err, size_t err_len);
+                  size_t params_size, int schedule, uint64_t seed, char* err, size_t err_len);
 size_t rl_emu_param_size(const char* name);
 void* rl_emu_alloc_guarded(size_t bytes, void** base, size_t* map_len);
 void rl_emu_free_guarded(void* base, size_t map_len);
@@ -268,7 +268,7 @@ void run_kernel(const Op& op) {
     if (skip_kernels()) return;
     char err[1024] = {};
     const void* params = op.params.empty() ? nullptr : op.params.data();
-    if (rl_emu_launch(op.function->name.c_str(), op.grid, op.block, op.smem, params, op.params.size(), 0, err,
+    if (rl_emu_launch(op.function->name.c_str(), op.grid, op.block, op.smem, params, op.params.size(), 0, 0, err,
                       sizeof err) != 0) {
         say("kernel `%s` failed: %s", op.function->name.c_str(), err);
         sticky = CUDA_ERROR_LAUNCH_FAILED;

@@ -184,7 +184,7 @@ impl Timer for GpuTimer<'_> {
     /// ([`Timer::take_failures`]). An error means the device can no longer be used.
     fn time(&mut self, case: &Case, plan: &Plan) -> Result<Vec<Timed>> {
         let what = case_context(case);
-        let workload = match workload_for(self.device, case, plan) {
+        let mut workload = match workload_for(self.device, case, plan) {
             Ok(Some(workload)) => workload,
             Ok(None) => {
                 self.skipped.push(format!("{} {} {}", case.kernel, case.dtype, case.shape()));
@@ -198,7 +198,6 @@ impl Timer for GpuTimer<'_> {
                 return Ok(Vec::new());
             }
         };
-        let mut workload = workload;
         eprintln!("  {what}");
         let measured =
             time_workload(self.device, workload.as_mut(), plan, self.budget_s).with_context(|| what.clone())?;
