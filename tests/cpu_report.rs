@@ -388,3 +388,59 @@ fn report_command_refreshes_the_results_index() {
     report::regenerate_with_index(&other).unwrap();
     assert!(!elsewhere.join("README.md").exists());
 }
+
+/// scripts/gpu-collect files what one gpu-run call sent back: the run folder (its report reproduced here
+/// byte for byte) and results/README.md, the logs, criterion's estimates without its HTML; and it never
+/// files a run over one already there.
+#[test]
+fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
+    let sh = |dir: &Path, script: &str| {
+        let status = std::process::Command::new("bash").arg("-c").arg(script).current_dir(dir).status().unwrap();
+        assert!(status.success(), "{script}");
+    };
+    // What the device wrote and gpu-run packed.
+    let device = tempfile::tempdir().unwrap();
+    let device_run = write_synthetic_run(&device.path().join("results"), GPU, "2026-11-25", "abcdef012345");
+    let files = tempfile::tempdir().unwrap();
+    let at = files.path().to_str().unwrap();
+    sh(device.path(), &format!("tar -czf {at}/results.tar.gz results"));
+    sh(
+        device.path(),
+        &format!(
+            "mkdir -p criterion/attention/rooflab/new criterion/report && echo '{{}}' > criterion/attention/rooflab/new/estimates.json \
+             && echo '<html>' > criterion/report/index.html && tar -czf {at}/criterion.tar.gz criterion"
+        ),
+    );
+    let summary =
+        "gpu-run: all at 2026-11-25T10:00:00Z, bundle commit abcdef0123456789abcdef0123456789abcdef01, budget 540 s\n\
+                   gpu: NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB, 1980 MHz\nok: tests/test-gpu: 33 passed\n";
+    std::fs::write(files.path().join("summary.txt"), summary).unwrap();
+    std::fs::write(files.path().join("tests.log"), "test result: ok\n").unwrap();
+
+    let here = tempfile::tempdir().unwrap();
+    let results = here.path().join("results");
+    let collect = || {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/gpu-collect"))
+            .arg(files.path())
+            .env("ROOFLAB_RESULTS", &results)
+            .env("ROOFLAB_BIN", env!("CARGO_BIN_EXE_rooflab"))
+            .output()
+            .unwrap()
+    };
+    let out = collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = results.join("nvidia-h100-80gb-hbm3").join(device_run.file_name().unwrap());
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(&run.join("report.md")), read(&device_run.join("report.md")));
+    assert!(read(&results.join("README.md")).contains(device_run.file_name().unwrap().to_str().unwrap()));
+    let logs = results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-all");
+    assert_eq!(read(&logs.join("summary.txt")), summary);
+    assert!(logs.join("tests.log").is_file() && logs.join("criterion/attention/rooflab/new/estimates.json").is_file());
+    assert!(!logs.join("criterion/report").exists(), "criterion's HTML stays behind");
+
+    // The same files again: the run folder is there already, so nothing is filed.
+    let again = collect();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; not overwritten"));
+    assert!(!results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-all-2").exists());
+}
