@@ -117,6 +117,7 @@ fn run_json(suites: &[Suite]) -> Run {
         after: Conditions::default(),
         ceilings: ceilings(),
         failures: vec![],
+        appended: vec![],
     }
 }
 
@@ -206,19 +207,19 @@ fn a_failed_check_costs_its_implementation_and_a_lost_device_the_rest_and_the_ru
     let stored: Run = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(stored.failures, measured.failures);
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    let section = report.find("## Failed checks").expect("a failed-checks section");
+    let section = report.find("## Not measured").expect("a not-measured section");
     assert!(section < report.find("## How to read").unwrap(), "failures come before the tables");
     assert!(
         report.contains(&format!("| gemv | gemv | bf16 | {first} | naive | output element 3 is 0.5 but want 0.25 |"))
     );
-    assert!(report.contains(&format!("| Failed | {} implementation(s)", measured.failures.len())));
+    assert!(report.contains(&format!("| Not measured | {} implementation(s)", measured.failures.len())));
     rooflab_harness::report::regenerate(&dir).unwrap();
     assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), report);
 
     // A run where everything passed keeps run.json as it was before failures were recorded.
     let clean = bench::write_run(root.path(), &run_json(&suites), &measured.rows).unwrap();
     assert!(!std::fs::read_to_string(clean.join("run.json")).unwrap().contains("failures"));
-    assert!(!std::fs::read_to_string(clean.join("report.md")).unwrap().contains("Failed checks"));
+    assert!(!std::fs::read_to_string(clean.join("report.md")).unwrap().contains("Not measured"));
 }
 
 #[test]
@@ -260,4 +261,84 @@ fn a_missing_cublas_is_explained_in_one_line() {
     for needle in ["libcublas.so.13", "LD_LIBRARY_PATH", "scripts/gpu-run", "nvidia/cu13/lib"] {
         assert!(why.contains(needle), "{needle} missing from: {why}");
     }
+}
+
+/// FakeTimer's times, but the second case takes longer than the time budget.
+struct SlowSecondCase {
+    inner: FakeTimer,
+    pause: std::time::Duration,
+}
+
+impl Timer for SlowSecondCase {
+    fn time(&mut self, case: &Case, plan: &Plan) -> Result<Vec<Timed>> {
+        if self.inner.calls == 1 {
+            std::thread::sleep(self.pause);
+        }
+        self.inner.time(case, plan)
+    }
+}
+
+/// A run cut by --time-budget lists what it left out; `--into` measures exactly that into the same folder
+/// later (the run's ceilings kept, this call's recorded), and refuses a run it cannot be compared with.
+#[test]
+fn a_run_cut_by_its_time_budget_is_completed_into_the_same_folder() {
+    use rooflab_harness::bench::append::{Appended, Existing};
+    let suites = bench::parse_suites("gemv").unwrap();
+    let cases = bench::cases_for(&suites, true);
+    assert!(cases.len() > 3);
+    let pause = std::time::Duration::from_millis(50);
+    let mut plan = Plan::new(true);
+    plan.deadline = Some(std::time::Instant::now() + pause / 2);
+    let mut timer = SlowSecondCase { inner: FakeTimer { calls: 0 }, pause };
+    let first = bench::measure(&mut timer, &cases, &plan, &ceilings()).unwrap();
+    assert_eq!(timer.inner.calls, 2, "no case starts after the deadline");
+    assert_eq!(first.failures.len(), cases.len() - 2);
+    assert!(first.failures.iter().all(|f| f.error == bench::OUT_OF_TIME && f.variant == "*"));
+
+    let root = tempfile::tempdir().unwrap();
+    let run = Run { failures: first.failures.clone(), ..run_json(&suites) };
+    let dir = bench::write_run(root.path(), &run, &first.rows).unwrap();
+
+    // The next call: what is left, against the run's ceilings, into the same folder.
+    let existing = Existing::load(&dir).unwrap();
+    existing.check_compatible(&run.gpu.name, &run.commit, true, &[]).unwrap();
+    let left: Vec<Case> = cases.iter().filter(|c| !existing.has(c)).cloned().collect();
+    assert_eq!(left.len(), cases.len() - 2);
+    let now = Ceilings { bandwidth_gbps: 2950.0, ..ceilings() };
+    existing.check_ceilings(&now).unwrap();
+    let second = bench::measure(&mut FakeTimer { calls: 0 }, &left, &Plan::new(true), &ceilings()).unwrap();
+    let call = Appended {
+        command: "rooflab bench --suite gemv --quick --into DIR".into(),
+        date: "2026-11-25".into(),
+        suites: vec!["gemv".into()],
+        ceilings: now,
+        before: Conditions::default(),
+    };
+    let (merged, rows) = existing.merged(second, &left, &["gemv".to_string()], call, Conditions::default());
+    bench::write_run_files(&dir, &merged, &rows).unwrap();
+
+    let stored: Run = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert!(stored.failures.is_empty(), "the cut cases are measured now: {:?}", stored.failures);
+    assert_eq!(stored.suites, ["gemv"]);
+    assert_eq!(stored.appended.len(), 1);
+    assert_eq!(stored.ceilings, ceilings(), "rows stay judged against the first call's ceilings");
+    let summary = rooflab_harness::report::load_summary(&dir).unwrap();
+    assert_eq!(summary.len(), 3 * cases.len(), "every case once, with its three implementations");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("| Added by | `rooflab bench --suite gemv --quick --into DIR` on 2026-11-25 (gemv;"));
+    rooflab_harness::report::regenerate(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), report);
+
+    // Runs it must not be added to.
+    let existing = Existing::load(&dir).unwrap();
+    let refused = |r: anyhow::Result<()>| r.unwrap_err().to_string();
+    assert!(refused(existing.check_compatible("NVIDIA H200", &run.commit, true, &[])).contains("NVIDIA H200"));
+    assert!(refused(existing.check_compatible(&run.gpu.name, "other", true, &[])).contains("commit"));
+    assert!(refused(existing.check_compatible(&run.gpu.name, &run.commit, false, &[])).contains("--quick"));
+    let env = ["ROOFLAB_DECODE=unfused".to_string()];
+    assert!(refused(existing.check_compatible(&run.gpu.name, &run.commit, true, &env)).contains("ROOFLAB_DECODE"));
+    let slower = Ceilings { bf16_tflops: 700.0, ..ceilings() };
+    assert!(refused(existing.check_ceilings(&slower)).contains("start a new run"));
+    let err = Existing::load(root.path()).err().unwrap().to_string();
+    assert!(err.contains("not a rooflab run folder"), "{err}");
 }

@@ -79,6 +79,7 @@ fn run_json(gpu: &str, date: &str, commit: &str) -> Run {
             bf16_method: "cuBLAS bf16 GEMM 8192x8192x8192".into(),
         },
         failures: vec![],
+        appended: vec![],
     }
 }
 

@@ -12,12 +12,14 @@
 //! let dir = bench::write_run(Path::new("results"), &run, &measured.rows)?; // run.failures: measured.failures
 //! ```
 
+pub mod append;
 pub mod cases;
 pub mod env;
 pub mod gpu;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -36,17 +38,25 @@ pub struct Plan {
     /// Rotate through enough input copies that the working set exceeds this many bytes (about 2x the
     /// L2 of an H100/H200), so every launch reads from HBM as it would in a model.
     pub rotation_bytes: u64,
+    /// No case is started after this moment (`rooflab bench --time-budget`); the ones left are listed as
+    /// not measured, and the run is written with what was.
+    pub deadline: Option<Instant>,
 }
 
 impl Plan {
     pub fn new(quick: bool) -> Plan {
-        if quick {
-            Plan { warmup: 5, iterations: 20, rotation_bytes: 128 << 20 }
-        } else {
-            Plan { warmup: 25, iterations: 200, rotation_bytes: 128 << 20 }
-        }
+        let (warmup, iterations) = if quick { (5, 20) } else { (25, 200) };
+        Plan { warmup, iterations, rotation_bytes: 128 << 20, deadline: None }
+    }
+
+    /// Whether the deadline has passed (never, without one).
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
+
+/// The reason given for the cases a spent time budget left out.
+pub const OUT_OF_TIME: &str = "not measured: the --time-budget was spent before this case";
 
 /// The event times of one implementation of a case.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,10 +98,15 @@ pub fn cases_for(suites: &[Suite], quick: bool) -> Vec<Case> {
 
 /// Times every case and turns the times into summary rows with the comparison columns filled, rounded
 /// to what summary.csv stores ([`PEER_PREFIX`] variants become `peer` rows). A failed check costs only
-/// its implementation; a lost device ends the measuring, and it and every case left are failures.
+/// its implementation; a lost device ends the measuring, and it and every case left are failures; so
+/// does the plan's deadline ([`OUT_OF_TIME`]).
 pub fn measure(timer: &mut dyn Timer, cases: &[Case], plan: &Plan, ceilings: &Ceilings) -> Result<Measurement> {
     let mut m = Measurement::default();
     for (i, case) in cases.iter().enumerate() {
+        if plan.out_of_time() {
+            m.failures.extend(cases[i..].iter().map(|c| c.failure("*", OUT_OF_TIME.to_string())));
+            break;
+        }
         let timed = timer.time(case, plan);
         m.failures.extend(timer.take_failures());
         let timed = match timed {
@@ -145,12 +160,21 @@ pub fn run_dir(root: &Path, run: &Run) -> PathBuf {
 pub fn write_run(root: &Path, run: &Run, rows: &[Row]) -> Result<PathBuf> {
     run.check()?;
     let dir = run_dir(root, run);
+    write_run_files(&dir, run, rows)?;
+    report::write_results_index(root)?;
+    Ok(dir)
+}
+
+/// Writes (or rewrites, for `rooflab bench --into`) the files of the run folder `dir`: summary.csv,
+/// run.json, shapes/<suite>.json, report.md and the figures.
+pub fn write_run_files(dir: &Path, run: &Run, rows: &[Row]) -> Result<()> {
+    run.check()?;
     std::fs::create_dir_all(dir.join("shapes")).with_context(|| format!("cannot create {}", dir.display()))?;
     let rows = finish_rows(rows.to_vec(), &run.ceilings)?;
     let mut run_json = serde_json::to_string_pretty(run)?;
     run_json.push('\n');
     report::write_atomically(
-        &dir,
+        dir,
         &[(report::SUMMARY_FILE.to_string(), report::csv::to_csv(&rows)?), (report::RUN_FILE.to_string(), run_json)],
     )?;
     let mut shapes = Vec::new();
@@ -161,9 +185,8 @@ pub fn write_run(root: &Path, run: &Run, rows: &[Row]) -> Result<PathBuf> {
         shapes.push((format!("{name}.json"), shapes_json(suite, run.quick)));
     }
     report::write_atomically(&dir.join("shapes"), &shapes)?;
-    report::regenerate(&dir)?;
-    report::write_results_index(root)?;
-    Ok(dir)
+    report::regenerate(dir)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -214,6 +237,7 @@ mod tests {
                 bf16_method: "cuBLAS bf16 GEMM 8192x8192x8192".into(),
             },
             failures: vec![],
+            appended: vec![],
         }
     }
 

@@ -95,6 +95,14 @@ enum Command {
         /// Checkpoint folder for the e2e suite (default: models/SmolLM2-135M-Instruct when present).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Start no case after this many seconds: the ones left are listed as not measured and the run
+        /// is written with what was (a device call has a time limit; a killed bench writes nothing).
+        #[arg(long, value_name = "SECONDS")]
+        time_budget: Option<f64>,
+        /// Add the cases of --suite that a run folder of this GPU and commit does not have yet to it (the
+        /// rest of a run cut by --time-budget, or more suites), judged against its ceilings.
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
     },
     /// Run one kernel on tensors from a safetensors file and write its outputs, to cross-check it
     /// against another framework (attention-prefill: q, k, v [, cu_seqlens_q, cu_seqlens_k, q_offsets]
@@ -137,15 +145,23 @@ fn main() {
                 rooflab_harness::run_kernel::RunKernelArgs { kernel, inputs, out, causal, scale, lse, implementation };
             rooflab_harness::run_kernel::run(&args)
         }
-        Command::Bench { suite, quick, out, model } => {
+        Command::Bench { suite, quick, out, model, time_budget, into } => {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let args = rooflab_harness::bench::gpu::BenchArgs { suite, quick, out, model, command };
+            let args = rooflab_harness::bench::gpu::BenchArgs {
+                suite,
+                quick,
+                out,
+                model,
+                command,
+                time_budget_s: time_budget,
+                into,
+            };
             match rooflab_harness::bench::gpu::run(&args) {
                 Ok(outcome) if outcome.failures > 0 => {
                     // The run folder is written (and printed last); the failures are listed in it.
                     eprintln!(
-                        "error: {} implementation(s) or case(s) failed their check or could not run and were not \
-                         timed: see run.json's failures and report.md in {}",
+                        "error: {} implementation(s) or case(s) were not measured (a failed check, a case that could \
+                         not run, or the time budget): see run.json's failures and report.md in {}",
                         outcome.failures,
                         outcome.dir.display()
                     );

@@ -139,6 +139,17 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
     let _ = writeln!(out, "| Date | {} |", run.date);
     let _ = writeln!(out, "| Commit | `{}` |", escape(&run.commit));
     let _ = writeln!(out, "| Command | `{}` |", escape(&run.command));
+    for call in &run.appended {
+        let _ = writeln!(
+            out,
+            "| Added by | `{}` on {} ({}; its ceilings {} GB/s, {} TFLOP/s) |",
+            escape(&call.command),
+            call.date,
+            call.suites.join(", "),
+            human(call.ceilings.bandwidth_gbps),
+            human(call.ceilings.bf16_tflops)
+        );
+    }
     if !run.environment.is_empty() {
         let vars: Vec<String> = run.environment.iter().map(|v| format!("`{}`", escape(v))).collect();
         let _ = writeln!(out, "| Environment | {} |", vars.join(" "));
@@ -160,8 +171,7 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
     if !run.failures.is_empty() {
         let _ = writeln!(
             out,
-            "| Failed | {} implementation(s) or case(s) failed their check or could not run, and were not timed: \
-             see [Failed checks](#failed-checks) |",
+            "| Not measured | {} implementation(s) or case(s): see [Not measured](#not-measured) |",
             run.failures.len()
         );
     }
@@ -190,16 +200,17 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
     out.push('\n');
 }
 
-/// What the run could not measure, first thing after the header: a missing row must not pass for an
+/// What the run did not measure, first thing after the header: a missing row must not pass for an
 /// oversight.
 fn failures_section(out: &mut String, failures: &[Failure]) {
     if failures.is_empty() {
         return;
     }
-    out.push_str("## Failed checks\n\n");
+    out.push_str("## Not measured\n\n");
     out.push_str(
-        "Each of these failed its check against the CPU reference, or could not run, so it was not timed and has \
-         no row in the tables below (`*`: every implementation of the case).\n\n",
+        "Each of these failed its check against the CPU reference, could not run, or was left out when the time \
+         budget ran out, so it was not timed and has no row in the tables below (`*`: every implementation of \
+         the case).\n\n",
     );
     out.push_str("| suite | kernel | dtype | shape | implementation | what failed |\n|---|---|---|---|---|---|\n");
     for f in failures {

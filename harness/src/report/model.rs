@@ -249,6 +249,23 @@ pub struct Run {
     /// not timed (their rows are missing from summary.csv). Absent from a run where everything passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<Failure>,
+    /// Later calls that measured more into this run (`rooflab bench --into`), in order. Every row is judged
+    /// against `ceilings`, the first call's; each later call's own measurement of them is kept here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appended: Vec<Appended>,
+}
+
+/// One `rooflab bench --into` call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Appended {
+    pub command: String,
+    /// Day of the call, YYYY-MM-DD.
+    pub date: String,
+    /// The suites it was asked for.
+    pub suites: Vec<String>,
+    /// The ceilings it measured (within `bench::append::CEILING_TOLERANCE` of the run's).
+    pub ceilings: Ceilings,
+    pub before: Conditions,
 }
 
 /// One implementation (or a whole case, variant `*`) that a run could not measure, and why.

@@ -25,8 +25,9 @@ use rooflab::model::gpu::{DecodeKernels, GpuModel, GpuOptions};
 use rooflab::model::{CausalLm, LlamaConfig, Logits};
 use rooflab::sample::{argmax, Rng};
 
+use crate::bench::append::Existing;
 use crate::bench::cases::{e2e_cases, Param, E2E_PROMPT};
-use crate::bench::{measurement_row, Case, Measurement};
+use crate::bench::{measurement_row, Case, Measurement, OUT_OF_TIME};
 use crate::report::model::{Ceilings, Failure};
 
 /// The checkpoint `rooflab bench` uses when `--model` is not given and the folder exists.
@@ -173,10 +174,25 @@ fn load(model: &E2eModel, context: usize) -> rooflab::Result<GpuModel> {
 }
 
 /// Measures every model: rows for summary.csv, and what failed (a model that would not load, a case
-/// whose run or check failed); the other models and cases go on.
-pub fn measure(models: &[E2eModel], quick: bool, ceilings: &Ceilings) -> Result<Measurement> {
+/// whose run or check failed); the other models and cases go on. Nothing starts after `deadline`, and
+/// what `done` (the run being added to) has already is skipped.
+pub fn measure(
+    models: &[E2eModel],
+    quick: bool,
+    ceilings: &Ceilings,
+    deadline: Option<Instant>,
+    done: Option<&Existing>,
+) -> Result<Measurement> {
     let mut m = Measurement::default();
+    let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
     for model in models {
+        if done.is_some_and(|run| run.has_model(&model.name)) {
+            continue;
+        }
+        if out_of_time() {
+            m.failures.push(model_failure(&model.name, OUT_OF_TIME.to_string()));
+            continue;
+        }
         let config = match &model.source {
             ModelSource::Random { config, .. } => config.clone(),
             ModelSource::Folder(dir) => LlamaConfig::from_file(&dir.join("config.json"))?,
@@ -192,20 +208,20 @@ pub fn measure(models: &[E2eModel], quick: bool, ceilings: &Ceilings) -> Result<
             }
             Err(e) => {
                 eprintln!("  e2e {}: FAILED to load: {e}", model.name);
-                m.failures.push(Failure {
-                    suite: "e2e".into(),
-                    kernel: "load".into(),
-                    dtype: "bf16".into(),
-                    variant: "*".into(),
-                    shape: format!("model={}", model.name),
-                    error: e.to_string(),
-                });
+                m.failures.push(model_failure(&model.name, e.to_string()));
                 continue;
             }
         };
         eprintln!("    loaded in {:.1} s on {}", started.elapsed().as_secs_f64(), gpu_model.device_name());
         let weight_bytes = gpu_model.weight_bytes() as u64;
         for case in model_cases(&model.name, &config, weight_bytes, context, quick) {
+            if done.is_some_and(|run| run.has(&case)) {
+                continue;
+            }
+            if out_of_time() {
+                m.failures.push(case.failure("*", OUT_OF_TIME.to_string()));
+                continue;
+            }
             let what = format!("e2e {} [{}]", case.kernel, case.shape());
             eprintln!("  {what}");
             match time_case(&mut gpu_model, &case, quick) {
@@ -222,6 +238,12 @@ pub fn measure(models: &[E2eModel], quick: bool, ceilings: &Ceilings) -> Result<
         }
     }
     Ok(m)
+}
+
+/// A model that was not measured at all (it would not load, or the time ran out first).
+fn model_failure(name: &str, error: String) -> Failure {
+    let shape = format!("model={name}");
+    Failure { suite: "e2e".into(), kernel: "*".into(), dtype: "bf16".into(), variant: "*".into(), shape, error }
 }
 
 /// (variant, microseconds per measurement) of one e2e case.

@@ -21,15 +21,17 @@ pub mod timer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use cudarc::cublas::CudaBlas;
 use rooflab::cuda::GpuContext;
 use rooflab::kernels::Kernels;
 
+use super::append::Existing;
 use super::Suite;
-use super::{cases_for, detect_commit, measure, parse_suites, query_conditions, today_utc, Case, Measurement, Plan};
-use crate::report::model::{Gpu, Row, Run, NAIVE};
+use super::{cases_for, detect_commit, measure, parse_suites, query_conditions, today_utc, Case, Plan};
+use crate::report::model::{Appended, Gpu, Row, Run, NAIVE};
 
 pub use super::PEER_PREFIX;
 
@@ -171,11 +173,16 @@ pub struct BenchArgs {
     pub model: Option<PathBuf>,
     /// The command line, for run.json.
     pub command: String,
+    /// `--time-budget`: start no case after this many seconds; the ones left are listed as not measured.
+    pub time_budget_s: Option<f64>,
+    /// `--into`: a run folder of this GPU and commit to add the suites' unmeasured cases to.
+    pub into: Option<PathBuf>,
 }
 
 /// `rooflab bench`: measures and writes a run folder, prints a short table, the failures and, last,
 /// the folder.
 pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
+    let started = Instant::now();
     let suites = parse_suites(&args.suite)?;
     if let Some(dir) = &args.model {
         if !dir.join("config.json").is_file() {
@@ -184,27 +191,56 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
     }
     // The GPU first: without one, fail before anything is measured or written.
     let device = Device::open()?;
-    if device.gpu.is_mock() && args.out.file_name().is_some_and(|n| n == "results") {
+    let under_results = match &args.into {
+        Some(dir) => crate::report::results_root_of(dir).is_some(),
+        None => args.out.file_name().is_some_and(|n| n == "results"),
+    };
+    if device.gpu.is_mock() && under_results {
         bail!(
             "{} is scripts/mock-gpu's rehearsal device: its times are made up, so its runs may not go under \
-             {}; pass --out with a scratch folder",
+             results/; pass --out with a scratch folder",
             device.gpu.name(),
-            args.out.display()
         );
     }
     let date = today_utc();
     let commit = detect_commit();
+    let environment = rooflab_environment();
     let (before, driver) = query_conditions();
     let gpu = describe(&device.gpu, driver)?;
-    let plan = Plan::new(args.quick);
+    let existing = match &args.into {
+        Some(dir) => {
+            let existing = Existing::load(dir)?;
+            existing.check_compatible(&gpu.name, &commit, args.quick, &environment)?;
+            Some(existing)
+        }
+        None => None,
+    };
+    let mut plan = Plan::new(args.quick);
+    if let Some(budget) = args.time_budget_s {
+        if !(budget.is_finite() && budget > 0.0) {
+            bail!("--time-budget {budget}: a positive number of seconds is expected");
+        }
+        plan.deadline = Some(started + Duration::from_secs_f64(budget));
+    }
     eprintln!("rooflab bench on {} ({} SMs): measuring the ceilings", device.gpu.name(), device.gpu.sm_count());
-    let ceilings = ceilings::measure(&device, &plan, args.quick)?;
-    eprintln!("  bandwidth {:.0} GB/s ({})", ceilings.bandwidth_gbps, ceilings.bandwidth_method);
-    eprintln!("  bf16 tensor cores {:.0} TFLOP/s ({})", ceilings.bf16_tflops, ceilings.bf16_method);
+    let measured_ceilings = ceilings::measure(&device, &plan, args.quick)?;
+    eprintln!("  bandwidth {:.0} GB/s ({})", measured_ceilings.bandwidth_gbps, measured_ceilings.bandwidth_method);
+    eprintln!("  bf16 tensor cores {:.0} TFLOP/s ({})", measured_ceilings.bf16_tflops, measured_ceilings.bf16_method);
+    // Added to a run, every row is judged against the run's ceilings, which this call's must match.
+    let ceilings = match &existing {
+        Some(run) => {
+            run.check_ceilings(&measured_ceilings)?;
+            run.run.ceilings.clone()
+        }
+        None => measured_ceilings.clone(),
+    };
 
-    let cases = cases_for(&suites, args.quick);
+    let mut cases = cases_for(&suites, args.quick);
+    if let Some(run) = &existing {
+        cases.retain(|case| !run.has(case));
+    }
     let mut gpu_timer = timer::GpuTimer::new(&device, args.quick);
-    let Measurement { mut rows, mut failures } = measure(&mut gpu_timer, &cases, &plan, &ceilings)?;
+    let mut measured = measure(&mut gpu_timer, &cases, &plan, &ceilings)?;
     for note in gpu_timer.notes() {
         eprintln!("note: {note}");
     }
@@ -212,31 +248,55 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
     drop(device);
     if suites.contains(&Suite::E2e) {
         let models = e2e::models(args.model.as_deref(), Path::new(e2e::DEFAULT_MODEL_DIR));
-        let e2e = e2e::measure(&models, args.quick, &ceilings)?;
-        rows.extend(e2e.rows);
-        failures.extend(e2e.failures);
+        let e2e = e2e::measure(&models, args.quick, &ceilings, plan.deadline, existing.as_ref())?;
+        measured.rows.extend(e2e.rows);
+        measured.failures.extend(e2e.failures);
     }
     let (after, _) = query_conditions();
+    let suite_names: Vec<String> = suites.iter().map(|s| s.name().to_string()).collect();
 
-    let run = Run {
-        rooflab_version: env!("CARGO_PKG_VERSION").into(),
-        commit,
-        date,
-        command: args.command.clone(),
-        environment: rooflab_environment(),
-        suites: suites.iter().map(|s| s.name().to_string()).collect(),
-        quick: args.quick,
-        gpu,
-        before,
-        after,
-        ceilings: ceilings.clone(),
-        failures,
+    let (run, rows, dir) = match existing {
+        Some(existing) => {
+            let dir = existing.dir.clone();
+            let call = Appended {
+                command: args.command.clone(),
+                date,
+                suites: suite_names.clone(),
+                ceilings: measured_ceilings,
+                before,
+            };
+            let (run, rows) = existing.merged(measured, &cases, &suite_names, call, after);
+            super::write_run_files(&dir, &run, &rows)?;
+            if let Some(root) = crate::report::results_root_of(&dir) {
+                crate::report::write_results_index(&root)?;
+            }
+            (run, rows, dir)
+        }
+        None => {
+            let run = Run {
+                rooflab_version: env!("CARGO_PKG_VERSION").into(),
+                commit,
+                date,
+                command: args.command.clone(),
+                environment,
+                suites: suite_names,
+                quick: args.quick,
+                gpu,
+                before,
+                after,
+                ceilings,
+                failures: measured.failures,
+                appended: Vec::new(),
+            };
+            let dir = super::write_run(&args.out, &run, &measured.rows)?;
+            (run, measured.rows, dir)
+        }
     };
-    let dir = super::write_run(&args.out, &run, &rows)?;
+    drop(rows);
     let written = crate::report::load_summary(&dir)?;
     print!("{}", short_table(&written));
     for f in &run.failures {
-        println!("FAILED {} {} [{}] {}: {}", f.kernel, f.dtype, f.shape, f.variant, f.error);
+        println!("NOT MEASURED {} {} [{}] {}: {}", f.kernel, f.dtype, f.shape, f.variant, f.error);
     }
     println!("{}", dir.display());
     Ok(BenchOutcome { dir, failures: run.failures.len() })

@@ -230,7 +230,7 @@ mod tests {
         // 5 s (a naive kernel at 32k tokens): no extra warm-up, the minimum of 3 groups.
         assert_eq!(schedule(5.0, &full, 2.0), Schedule { warmup: 0, batch: 1, iterations: 3 });
         // A nonsense estimate is treated as a 1 µs kernel, and a plan of one iteration is kept.
-        let one = Plan { warmup: 0, iterations: 1, rotation_bytes: 0 };
+        let one = Plan { warmup: 0, iterations: 1, rotation_bytes: 0, deadline: None };
         assert_eq!(schedule(f64::NAN, &one, 2.0).iterations, 1);
         assert!(schedule(f64::NAN, &one, 2.0).batch >= 50);
         assert_eq!(schedule(0.0, &one, 2.0), schedule(1e-6, &one, 2.0));
