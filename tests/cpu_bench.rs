@@ -62,6 +62,10 @@ fn bad_arguments_are_refused_before_the_gpu_is_touched() {
     assert!(!ok);
     let line = error_line(&stderr);
     assert!(line.contains("no-model") && line.contains("config.json"), "{line}");
+    let (ok, _, stderr) = rooflab(&["bench", "--time-budget=0", "--out", out]);
+    assert!(!ok);
+    let line = error_line(&stderr);
+    assert!(line.contains("--time-budget 0") && line.contains("positive"), "{line}");
     assert!(is_empty_or_missing(Path::new(out)));
 }
 

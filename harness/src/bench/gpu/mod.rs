@@ -184,6 +184,11 @@ pub struct BenchArgs {
 pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
     let started = Instant::now();
     let suites = parse_suites(&args.suite)?;
+    if let Some(budget) = args.time_budget_s {
+        if !(budget.is_finite() && budget > 0.0) {
+            bail!("--time-budget {budget}: a positive number of seconds is expected");
+        }
+    }
     if let Some(dir) = &args.model {
         if !dir.join("config.json").is_file() {
             bail!("--model {}: no config.json there (an HF checkpoint folder is expected)", dir.display());
@@ -216,12 +221,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
         None => None,
     };
     let mut plan = Plan::new(args.quick);
-    if let Some(budget) = args.time_budget_s {
-        if !(budget.is_finite() && budget > 0.0) {
-            bail!("--time-budget {budget}: a positive number of seconds is expected");
-        }
-        plan.deadline = Some(started + Duration::from_secs_f64(budget));
-    }
+    plan.deadline = args.time_budget_s.map(|budget| started + Duration::from_secs_f64(budget));
     eprintln!("rooflab bench on {} ({} SMs): measuring the ceilings", device.gpu.name(), device.gpu.sm_count());
     let measured_ceilings = ceilings::measure(&device, &plan, args.quick)?;
     eprintln!("  bandwidth {:.0} GB/s ({})", measured_ceilings.bandwidth_gbps, measured_ceilings.bandwidth_method);
@@ -255,7 +255,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
     let (after, _) = query_conditions();
     let suite_names: Vec<String> = suites.iter().map(|s| s.name().to_string()).collect();
 
-    let (run, rows, dir) = match existing {
+    let (run, dir) = match existing {
         Some(existing) => {
             let dir = existing.dir.clone();
             let call = Appended {
@@ -270,7 +270,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
             if let Some(root) = crate::report::results_root_of(&dir) {
                 crate::report::write_results_index(&root)?;
             }
-            (run, rows, dir)
+            (run, dir)
         }
         None => {
             let run = Run {
@@ -289,10 +289,9 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
                 appended: Vec::new(),
             };
             let dir = super::write_run(&args.out, &run, &measured.rows)?;
-            (run, measured.rows, dir)
+            (run, dir)
         }
     };
-    drop(rows);
     let written = crate::report::load_summary(&dir)?;
     print!("{}", short_table(&written));
     for f in &run.failures {
