@@ -138,7 +138,7 @@ impl Extras {
         let want = match want {
             Ok(want) => want,
             Err(e) => {
-                common::check_failed(device, format!("{} flash (the extras' reference): {e:#}", case.shape()));
+                common::check_failed(device, e.context(format!("{} flash (the extras' reference)", case.shape())));
                 self.kernels.clear();
                 return;
             }
@@ -152,7 +152,9 @@ impl Extras {
             });
             match checked {
                 Ok(()) => passed.push(kernel),
-                Err(e) => common::check_failed(device, format!("{} {}: {e:#}", case.shape(), Self::variant(kernel))),
+                Err(e) => {
+                    common::check_failed(device, e.context(format!("{} {}", case.shape(), Self::variant(kernel))))
+                }
             }
         }
         self.kernels = passed;

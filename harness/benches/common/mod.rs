@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use rooflab::cuda::GpuTimer as EventPair;
+use rooflab_harness::bench::gpu::timer::{check_implementations, device_still_usable};
 use rooflab_harness::bench::gpu::{Device, Workload};
 use rooflab_harness::bench::Plan;
 
@@ -56,23 +57,28 @@ static FAILED_CHECKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// version must not cost the others' numbers), and the bench exits 1 at the end. A failure after which
 /// the CUDA context is unusable (a kernel that faulted) stops the bench now: nothing after it could run.
 /// `failure` names the implementation and the shape.
-pub fn check_failed(device: &Device, failure: String) {
-    if let Err(lost) = device.synchronize() {
-        fail(&format!("{failure}; the CUDA context is unusable after it ({lost})"));
+#[allow(dead_code)] // benches/attention.rs only
+pub fn check_failed(device: &Device, failure: anyhow::Error) {
+    if let Err(lost) = device_still_usable(device, &failure) {
+        fail(&format!("{lost:#}"));
     }
+    record_failed(format!("{failure:#}"));
+}
+
+fn record_failed(failure: String) {
     eprintln!("error (not timed): {failure}");
     FAILED_CHECKS.lock().unwrap_or_else(|p| p.into_inner()).push(failure);
 }
 
-/// The implementations of `workload` that pass their check against the CPU reference (indices).
+/// The implementations of `workload` that pass their check against the CPU reference (indices); the
+/// others are recorded as [`check_failed`] does.
 pub fn checked_implementations(device: &Device, workload: &mut dyn Workload) -> Vec<usize> {
-    let mut passed = Vec::new();
-    for which in 0..workload.implementations().len() {
-        match workload.check(which) {
-            Ok(()) => passed.push(which),
-            // Workload::check's errors name the kernel, the implementation and the shape.
-            Err(e) => check_failed(device, format!("{e:#}")),
-        }
+    let failed = check_implementations(device, workload).unwrap_or_else(|lost| fail(&format!("{lost:#}")));
+    let mut passed: Vec<usize> = (0..workload.implementations().len()).collect();
+    for (which, e) in failed {
+        passed.retain(|&p| p != which);
+        // Workload::check's errors name the kernel, the implementation and the shape.
+        record_failed(format!("{e:#}"));
     }
     passed
 }

@@ -27,7 +27,7 @@ use rooflab::sample::{argmax, Rng};
 
 use crate::bench::append::Existing;
 use crate::bench::cases::{e2e_cases, Param, E2E_PROMPT};
-use crate::bench::{measurement_row, Case, Measurement, OUT_OF_TIME};
+use crate::bench::{measurement_row, Case, Measurement, Plan, OUT_OF_TIME};
 use crate::report::model::{Ceilings, Failure};
 
 /// The checkpoint `rooflab bench` uses when `--model` is not given and the folder exists.
@@ -174,22 +174,21 @@ fn load(model: &E2eModel, context: usize) -> rooflab::Result<GpuModel> {
 }
 
 /// Measures every model: rows for summary.csv, and what failed (a model that would not load, a case
-/// whose run or check failed); the other models and cases go on. Nothing starts after `deadline`, and
-/// what `done` (the run being added to) has already is skipped.
+/// whose run or check failed); the other models and cases go on. Nothing starts after the plan's
+/// deadline, and what `done` (the run being added to) has already is skipped.
 pub fn measure(
     models: &[E2eModel],
     quick: bool,
     ceilings: &Ceilings,
-    deadline: Option<Instant>,
+    plan: &Plan,
     done: Option<&Existing>,
 ) -> Result<Measurement> {
     let mut m = Measurement::default();
-    let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
     for model in models {
         if done.is_some_and(|run| run.has_model(&model.name)) {
             continue;
         }
-        if out_of_time() {
+        if plan.out_of_time() {
             m.failures.push(model_failure(&model.name, OUT_OF_TIME.to_string()));
             continue;
         }
@@ -218,7 +217,7 @@ pub fn measure(
             if done.is_some_and(|run| run.has(&case)) {
                 continue;
             }
-            if out_of_time() {
+            if plan.out_of_time() {
                 m.failures.push(case.failure("*", OUT_OF_TIME.to_string()));
                 continue;
             }

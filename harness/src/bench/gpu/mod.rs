@@ -248,7 +248,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
     drop(device);
     if suites.contains(&Suite::E2e) {
         let models = e2e::models(args.model.as_deref(), Path::new(e2e::DEFAULT_MODEL_DIR));
-        let e2e = e2e::measure(&models, args.quick, &ceilings, plan.deadline, existing.as_ref())?;
+        let e2e = e2e::measure(&models, args.quick, &ceilings, &plan, existing.as_ref())?;
         measured.rows.extend(e2e.rows);
         measured.failures.extend(e2e.failures);
     }

@@ -103,22 +103,33 @@ pub struct Measured {
     pub failed: Vec<(String, String)>,
 }
 
-/// Checks every implementation of `workload`, then times each that passed. A failed check leaves that
-/// implementation out and the others go on; an error that leaves the CUDA context unusable (a kernel
-/// that faulted) is returned, since nothing after it could run.
+/// Checks every implementation of `workload` against the CPU reference: (index, error) of each that did
+/// not pass. An error that leaves the CUDA context unusable (a kernel that faulted) is returned instead,
+/// since nothing after it could run. The mock driver's launch-only mode runs no kernel, so there is no
+/// output to check (a rehearsal): nothing fails there.
+pub fn check_implementations(device: &Device, workload: &mut dyn Workload) -> Result<Vec<(usize, anyhow::Error)>> {
+    let mut failed = Vec::new();
+    if device.gpu.mock_skips_kernels() {
+        return Ok(failed);
+    }
+    for which in 0..workload.implementations().len() {
+        if let Err(e) = workload.check(which) {
+            device_still_usable(device, &e)?;
+            failed.push((which, e));
+        }
+    }
+    Ok(failed)
+}
+
+/// Checks every implementation of `workload` ([`check_implementations`]), then times each that passed.
+/// A failed check leaves that implementation out and the others go on.
 pub fn time_workload(device: &Device, workload: &mut dyn Workload, plan: &Plan, budget_s: f64) -> Result<Measured> {
     let implementations = workload.implementations().to_vec();
     let mut measured = Measured::default();
     let mut passed = vec![true; implementations.len()];
-    // The mock driver's launch-only mode runs no kernel, so there is no output to check (a rehearsal).
-    if !device.gpu.mock_skips_kernels() {
-        for (which, implementation) in implementations.iter().enumerate() {
-            if let Err(e) = workload.check(which) {
-                device_still_usable(device, &e)?;
-                measured.failed.push((implementation.name.to_string(), format!("{e:#}")));
-                passed[which] = false;
-            }
-        }
+    for (which, e) in check_implementations(device, workload)? {
+        measured.failed.push((implementations[which].name.to_string(), format!("{e:#}")));
+        passed[which] = false;
     }
     let copies = workload.copies().max(1);
     for (which, implementation) in implementations.iter().enumerate().filter(|(which, _)| passed[*which]) {
@@ -135,7 +146,7 @@ pub fn time_workload(device: &Device, workload: &mut dyn Workload, plan: &Plan, 
 
 /// Ok when the context still works after `error` (a wrong result, a refused shape); else an error saying
 /// the context was lost to it (a fault is sticky: every later call would fail the same way).
-fn device_still_usable(device: &Device, error: &anyhow::Error) -> Result<()> {
+pub fn device_still_usable(device: &Device, error: &anyhow::Error) -> Result<()> {
     device.synchronize().map_err(|lost| anyhow::anyhow!("{error:#}; the CUDA context is unusable after it ({lost})"))
 }
 
