@@ -413,10 +413,11 @@ fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
         ),
     );
     let summary =
-        "gpu-run: all at 2026-11-25T10:00:00Z, bundle commit abcdef0123456789abcdef0123456789abcdef01, budget 540 s\n\
+        "gpu-run: tests+generate+bench (tests=smollm2 generate bench=e2e) at 2026-11-25T10:00:00Z, bundle commit abcdef0123456789abcdef0123456789abcdef01, budget 540 s\n\
                    gpu: NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB, 1980 MHz\nok: tests/test-gpu: 33 passed\n";
     std::fs::write(files.path().join("summary.txt"), summary).unwrap();
     std::fs::write(files.path().join("tests.log"), "test result: ok\n").unwrap();
+    std::fs::write(files.path().join("generate.log"), "TTFT 3.1 ms\n").unwrap();
 
     let here = tempfile::tempdir().unwrap();
     let results = here.path().join("results");
@@ -434,8 +435,9 @@ fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap();
     assert_eq!(read(&run.join("report.md")), read(&device_run.join("report.md")));
     assert!(read(&results.join("README.md")).contains(device_run.file_name().unwrap().to_str().unwrap()));
-    let logs = results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-all");
+    let logs = results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-tests-generate-bench");
     assert_eq!(read(&logs.join("summary.txt")), summary);
+    assert!(logs.join("generate.log").is_file());
     assert!(logs.join("tests.log").is_file() && logs.join("criterion/attention/rooflab/new/estimates.json").is_file());
     assert!(!logs.join("criterion/report").exists(), "criterion's HTML stays behind");
 
@@ -443,5 +445,5 @@ fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
     let again = collect();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; not overwritten"));
-    assert!(!results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-all-2").exists());
+    assert!(!results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-tests-generate-bench-2").exists());
 }
