@@ -253,7 +253,7 @@ fn e2e_models_include_the_checkpoint_folder_only_when_present() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     let found = e2e::models(None, &dir);
-    assert_eq!(names(&found)[2], "SmolLM2-135M-Instruct");
+    assert_eq!(names(&found), ["SmolLM2-135M-Instruct", "random-Llama-3.2-1B", "random-Llama-3-8B"]);
     let explicit = e2e::models(Some(&dir), &root.path().join("absent"));
     assert_eq!(explicit.len(), 3);
 }
