@@ -3,7 +3,7 @@
 //! a fiber, the tensor-core and async-copy instructions modelled from the PTX ISA, host buffers that
 //! fault when a kernel runs off their ends. This is what CI can say about the kernels without a GPU:
 //! their index algebra, masks, pipelines and launch configurations, not their speed, and not where
-//! the hardware differs from the ISA text. The largest shapes are shrunk here (`Gpu::EMULATED`).
+//! the hardware differs from the ISA text. The largest shapes are shrunk here (`Gpu::small_shapes`).
 
 #[path = "gpu/attention.rs"]
 mod attention;

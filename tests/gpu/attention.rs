@@ -357,12 +357,14 @@ fn run_prefill_kernels(
     let out_ty = if types.f32_io { None } else { Some(types.elem) };
     let scores = g.poisoned(scores_len(&shape));
     let arch = g.kernels.arch();
-    // The emulator runs each CUDA thread as a fiber, so there the SIMT baselines (plain loops) run on
-    // small cases only, `Flash` is not run again under its concrete name, and one LSE mode is drawn.
+    // The emulator runs each CUDA thread as a fiber (and compute-sanitizer slows every kernel), so there
+    // the SIMT baselines (plain loops) run on small cases only, `Flash` is not run again under its
+    // concrete name, and one LSE mode is drawn.
     let small = seqs.iter().map(|s| s.q_len * s.kv_len).sum::<usize>() <= 300 * 300;
+    let shrunk = Gpu::small_shapes();
     let emulated_skips =
-        |k: &PrefillKernel| Gpu::EMULATED && (*k == PrefillKernel::Flash || (!small && !k.name().starts_with("flash")));
-    let lse_modes = if Gpu::EMULATED { vec![rng.uniform() < 0.5] } else { vec![true, false] };
+        |k: &PrefillKernel| shrunk && (*k == PrefillKernel::Flash || (!small && !k.name().starts_with("flash")));
+    let lse_modes = if shrunk { vec![rng.uniform() < 0.5] } else { vec![true, false] };
     // In reverse: the baselines first, then v3, v2, v4 and `Flash` (v4 on Hopper) last, so a failure
     // names the simplest broken kernel, and a trap in the unverified TMA kernel (which poisons the CUDA
     // context) comes after every other kernel has been checked.
@@ -473,7 +475,7 @@ fn square_sequences(g: &Gpu, kernels: Kernels) {
     let mut rng = Rng::new(22);
     let wanted = kernels.picks(g);
     // The emulator takes seconds per kernel at 1000 tokens: it checks 300 (not a tile multiple either).
-    let lens: &[usize] = if Gpu::EMULATED { &[1, 17, 127, 128, 300] } else { &[1, 17, 127, 128, 1000, 4096] };
+    let lens: &[usize] = if Gpu::small_shapes() { &[1, 17, 127, 128, 300] } else { &[1, 17, 127, 128, 1000, 4096] };
     for &len in lens {
         for (i, &heads) in HEAD_LAYOUTS.iter().enumerate() {
             for causal in [true, false] {
