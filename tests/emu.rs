@@ -17,6 +17,8 @@ mod device;
 mod gemv;
 #[path = "gpu/layers.rs"]
 mod layers;
+#[path = "gpu/layout_probe.rs"]
+mod layout_probe;
 #[path = "gpu/model_check.rs"]
 mod model_check;
 

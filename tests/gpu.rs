@@ -3,8 +3,9 @@
 //! that are not ignored check what a machine WITHOUT a GPU must see (a clean `Error::NoGpu`, shape
 //! refusals before any GPU work) and pass on both kinds of machine.
 //!
-//! The kernel tests (layers, gemv, attention) are shared with tests/emu.rs, which runs the same
-//! bodies on the CPU emulator of the kernel sources, so CI checks the kernels' logic without a GPU.
+//! The kernel tests (layers, gemv, attention, the layout probes) are shared with tests/emu.rs, which
+//! runs the same bodies on the CPU emulator of the kernel sources, so CI checks the kernels' logic
+//! without a GPU.
 //!
 //! Kernel tests compare with the CPU reference (`rooflab::reference`) on random inputs at several
 //! shapes, awkward ones included; outputs are poisoned with NaN before each launch and checked to
@@ -24,6 +25,8 @@ mod device;
 mod gemv;
 #[path = "gpu/layers.rs"]
 mod layers;
+#[path = "gpu/layout_probe.rs"]
+mod layout_probe;
 #[path = "gpu/model.rs"]
 mod model;
 #[path = "gpu/model_check.rs"]

@@ -18,6 +18,7 @@ extern "C" const rl_emu::KernelEntry* rl_emu_entries_gemv(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_decode_fused(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_decode(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_attention_prefill(size_t* n);
+extern "C" const rl_emu::KernelEntry* rl_emu_entries_layout_probe(size_t* n);
 extern "C" const rl_emu::KernelEntry* rl_emu_entries_selftest(size_t* n);
 
 namespace rl_emu {
@@ -587,7 +588,8 @@ const KernelEntry* find_entry(const char* name) {
     using Table = const KernelEntry* (*)(size_t*);
     const Table tables[] = {rl_emu_entries_layers,           rl_emu_entries_gemv,
                             rl_emu_entries_decode_fused,     rl_emu_entries_attention_decode,
-                            rl_emu_entries_attention_prefill, rl_emu_entries_selftest};
+                            rl_emu_entries_attention_prefill, rl_emu_entries_layout_probe,
+                            rl_emu_entries_selftest};
     for (Table t : tables) {
         size_t n = 0;
         const KernelEntry* e = t(&n);

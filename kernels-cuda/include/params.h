@@ -261,6 +261,30 @@ typedef struct __attribute__((aligned(64))) AttnPrefillTmaParams {
     RlTensorMap v; /* v, same layout as k */
 } AttnPrefillTmaParams;
 
+/* kernels-cuda/layout_probe.cu, the wgmma probes: one product over k_steps k16 steps (4 or 8) on f16
+ * operands the host laid out. The images go to shared memory as they are: A's (ss only) at a 1024-byte
+ * aligned base, B's at the next 1024-byte boundary after it; a_bytes + b_bytes at most 96 KB. */
+typedef struct LayoutProbeMmaParams {
+    unsigned long long a;         /* ss: A's shared-memory image; rs: A f16 [64][16 * k_steps], row-major */
+    unsigned long long b;         /* B's shared-memory image */
+    unsigned long long out;       /* f32 [64][n], row-major */
+    unsigned long long a_desc[8]; /* per k16 step: A's matrix descriptor, start address relative to its image (ss) */
+    unsigned long long b_desc[8]; /* per k16 step: B's, relative to its image */
+    unsigned int a_bytes;         /* image sizes, multiples of 16 (a_bytes 0 for rs) */
+    unsigned int b_bytes;
+    unsigned int k_steps;
+    unsigned int pad0;
+} LayoutProbeMmaParams;
+
+/* The TMA probe: one box of `map` at coordinates (x, y, z), innermost first, into shared memory at a
+ * 1024-byte aligned base; its bytes (at most 32 KB) then copied to `out` as they landed. */
+typedef struct __attribute__((aligned(64))) LayoutProbeTmaParams {
+    RlTensorMap map;
+    unsigned long long out;
+    int x, y, z;
+    unsigned int bytes;
+} LayoutProbeTmaParams;
+
 /* ---- layout pins ---------------------------------------------------------------------------- */
 
 ROOFLAB_STATIC_ASSERT(sizeof(EmbeddingParams) == 40, "EmbeddingParams size");
@@ -326,5 +350,11 @@ ROOFLAB_STATIC_ASSERT(sizeof(RlTensorMap) == 128, "RlTensorMap size");
 ROOFLAB_STATIC_ASSERT(sizeof(AttnPrefillTmaParams) == 512, "AttnPrefillTmaParams size");
 ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillTmaParams, q) == 128, "AttnPrefillTmaParams.q");
 ROOFLAB_STATIC_ASSERT(offsetof(AttnPrefillTmaParams, v) == 384, "AttnPrefillTmaParams.v");
+
+ROOFLAB_STATIC_ASSERT(sizeof(LayoutProbeMmaParams) == 168, "LayoutProbeMmaParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(LayoutProbeMmaParams, b_desc) == 88, "LayoutProbeMmaParams.b_desc");
+ROOFLAB_STATIC_ASSERT(offsetof(LayoutProbeMmaParams, k_steps) == 160, "LayoutProbeMmaParams.k_steps");
+ROOFLAB_STATIC_ASSERT(sizeof(LayoutProbeTmaParams) == 192, "LayoutProbeTmaParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(LayoutProbeTmaParams, bytes) == 148, "LayoutProbeTmaParams.bytes");
 
 #endif /* ROOFLAB_PARAMS_H */

@@ -2,6 +2,8 @@
 // that run them: tests/gpu.rs on the GPU (ignored elsewhere) and tests/emu.rs on the CPU emulator.
 // Each binary defines `kernel_tests!` to turn the list into #[test] functions for its device.
 kernel_tests! {
+    layout_probe::layout_probe_wgmma_reads_where_v3_and_v4_put_their_operands,
+    layout_probe::layout_probe_tma_box_lands_where_v4_reads_it,
     layers::embedding_rows_match_the_table_and_bad_ids_give_nan,
     layers::rmsnorm_matches_reference_and_works_in_place,
     layers::rope_rotates_q_and_k_like_the_reference,

@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn both_sets_embed_the_engine_modules() {
         for arch in ["sm_90a", "sm_80"] {
-            for module in ["layers", "gemv", "decode_fused", "attention_decode", "attention_prefill"] {
+            for module in ["layers", "gemv", "decode_fused", "attention_decode", "attention_prefill", "layout_probe"] {
                 let text = embedded_ptx(arch, module).unwrap_or_else(|| panic!("{arch}/{module} not embedded"));
                 assert!(text.contains(".entry"), "{arch}/{module} has no kernel");
             }

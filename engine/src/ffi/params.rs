@@ -221,3 +221,36 @@ impl Default for AttnPrefillTmaParams {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct LayoutProbeMmaParams {
+    pub a: ::core::ffi::c_ulonglong,
+    pub b: ::core::ffi::c_ulonglong,
+    pub out: ::core::ffi::c_ulonglong,
+    pub a_desc: [::core::ffi::c_ulonglong; 8usize],
+    pub b_desc: [::core::ffi::c_ulonglong; 8usize],
+    pub a_bytes: ::core::ffi::c_uint,
+    pub b_bytes: ::core::ffi::c_uint,
+    pub k_steps: ::core::ffi::c_uint,
+    pub pad0: ::core::ffi::c_uint,
+}
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct LayoutProbeTmaParams {
+    pub map: RlTensorMap,
+    pub out: ::core::ffi::c_ulonglong,
+    pub x: ::core::ffi::c_int,
+    pub y: ::core::ffi::c_int,
+    pub z: ::core::ffi::c_int,
+    pub bytes: ::core::ffi::c_uint,
+}
+impl Default for LayoutProbeTmaParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}

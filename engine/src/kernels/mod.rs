@@ -11,6 +11,7 @@ pub mod attention_prefill;
 pub mod decode_fused;
 pub mod gemv;
 pub mod layers;
+pub mod layout_probe;
 pub mod tma;
 
 use cudarc::driver::sys::{self as cu, CUfunction_attribute};
@@ -19,8 +20,8 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 use crate::cuda::{self, CudaResultExt, GpuContext, ModuleRegistry};
 use crate::ffi::params::{
     AttnDecodeParams, AttnPrefillParams, AttnPrefillTmaParams, CastParams, DecodeGateUpParams, DecodeQkvParams,
-    EmbeddingParams, GemmParams, GemvParams, GemvRmsNormParams, KvAppendParams, ResidualAddParams, RmsNormParams,
-    RopeParams, SiluMulParams,
+    EmbeddingParams, GemmParams, GemvParams, GemvRmsNormParams, KvAppendParams, LayoutProbeMmaParams,
+    LayoutProbeTmaParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
 };
 use crate::{Error, Result};
 use tma::{RlTensorMap, TensorMap3d};
@@ -43,8 +44,10 @@ unsafe impl DeviceRepr for DecodeGateUpParams {}
 unsafe impl DeviceRepr for GemvRmsNormParams {}
 unsafe impl DeviceRepr for AttnDecodeParams {}
 unsafe impl DeviceRepr for AttnPrefillParams {}
+unsafe impl DeviceRepr for LayoutProbeMmaParams {}
 // SAFETY: as above; the tensor maps are opaque 128-byte, 64-byte aligned blocks (CUtensorMap).
 unsafe impl DeviceRepr for AttnPrefillTmaParams {}
+unsafe impl DeviceRepr for LayoutProbeTmaParams {}
 
 /// Size and alignment of one by-value kernel parameter, as the Rust type has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +79,9 @@ pub const GEMV: &str = "gemv";
 pub const DECODE_FUSED: &str = "decode_fused";
 pub const ATTENTION_DECODE: &str = "attention_decode";
 pub const ATTENTION_PREFILL: &str = "attention_prefill";
+pub const LAYOUT_PROBE: &str = "layout_probe";
 
-/// Every kernel the engine launches.
+/// Every kernel the engine launches (and the layout probes, which the tests launch).
 pub static ENTRIES: &[KernelAbi] = &[
     kernel!("layers", "embedding_bf16", EmbeddingParams),
     kernel!("layers", "rmsnorm_f32", RmsNormParams),
@@ -115,6 +119,10 @@ pub static ENTRIES: &[KernelAbi] = &[
     kernel!("attention_prefill", "attn_prefill_tma_bf16_hd128", AttnPrefillTmaParams),
     kernel!("attention_prefill", "attn_prefill_tma_f16_hd64", AttnPrefillTmaParams),
     kernel!("attention_prefill", "attn_prefill_tma_f16_hd128", AttnPrefillTmaParams),
+    kernel!("layout_probe", "layout_probe_tma", LayoutProbeTmaParams),
+    kernel!("layout_probe", "layout_probe_wgmma_ss_n128", LayoutProbeMmaParams),
+    kernel!("layout_probe", "layout_probe_wgmma_rs_n128", LayoutProbeMmaParams),
+    kernel!("layout_probe", "layout_probe_wgmma_rs_n64", LayoutProbeMmaParams),
 ];
 
 /// Every engine kernel, loaded (PTX JIT-compiled) on one GPU.
@@ -246,7 +254,10 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ENTRIES.len());
         for e in ENTRIES {
-            assert!([LAYERS, GEMV, DECODE_FUSED, ATTENTION_DECODE, ATTENTION_PREFILL].contains(&e.module), "{e:?}");
+            assert!(
+                [LAYERS, GEMV, DECODE_FUSED, ATTENTION_DECODE, ATTENTION_PREFILL, LAYOUT_PROBE].contains(&e.module),
+                "{e:?}"
+            );
             // 8-byte aligned structs, or 64 where they hold TMA tensor maps (CUtensorMap's alignment).
             assert!(e.params.iter().all(|p| p.size % 8 == 0 && (p.align == 8 || p.align == 64)), "{e:?}");
         }
