@@ -12,10 +12,11 @@ pub struct Gpu {
     pub kernels: Kernels,
 }
 
-/// GPU 0 with every kernel loaded; panics (these tests are only run where a GPU is expected).
+/// GPU 0 with every kernel loaded, the layout probes too; panics (these tests are only run where a
+/// GPU is expected).
 pub fn gpu() -> Gpu {
     let ctx = GpuContext::new(0).unwrap_or_else(|e| panic!("this test needs a CUDA GPU: {e}"));
-    let kernels = Kernels::load(&ctx).unwrap_or_else(|e| panic!("loading the kernels: {e}"));
+    let kernels = Kernels::load_all(&ctx).unwrap_or_else(|e| panic!("loading the kernels: {e}"));
     Gpu { ctx, kernels }
 }
 

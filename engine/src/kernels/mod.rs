@@ -81,7 +81,11 @@ pub const ATTENTION_DECODE: &str = "attention_decode";
 pub const ATTENTION_PREFILL: &str = "attention_prefill";
 pub const LAYOUT_PROBE: &str = "layout_probe";
 
-/// Every kernel the engine launches (and the layout probes, which the tests launch).
+/// Modules of instruments that tests launch and the model never does: [`Kernels::load`] leaves them out,
+/// so a model or a bench does not pay their PTX JIT (about 0.2 s for the layout probes).
+pub const INSTRUMENTS: &[&str] = &[LAYOUT_PROBE];
+
+/// Every kernel the engine launches, and the [`INSTRUMENTS`]' kernels, which the tests launch.
 pub static ENTRIES: &[KernelAbi] = &[
     kernel!("layers", "embedding_bf16", EmbeddingParams),
     kernel!("layers", "rmsnorm_f32", RmsNormParams),
@@ -132,9 +136,20 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// Loads the modules of [`ENTRIES`] and looks up every entry (the PTX JIT happens here).
+    /// Loads the modules of [`ENTRIES`] that the engine launches, all but the [`INSTRUMENTS`], and looks
+    /// up their entries (the PTX JIT happens here).
     pub fn load(gpu: &GpuContext) -> Result<Self> {
-        let modules = ModuleRegistry::load(gpu, ENTRIES.iter().map(|e| (e.module, e.entry)))?;
+        Self::load_where(gpu, |module| !INSTRUMENTS.contains(&module))
+    }
+
+    /// Loads every module of [`ENTRIES`], the instruments too (what the GPU tests run on).
+    pub fn load_all(gpu: &GpuContext) -> Result<Self> {
+        Self::load_where(gpu, |_| true)
+    }
+
+    fn load_where(gpu: &GpuContext, wanted: impl Fn(&str) -> bool) -> Result<Self> {
+        let entries = ENTRIES.iter().filter(|e| wanted(e.module)).map(|e| (e.module, e.entry));
+        let modules = ModuleRegistry::load(gpu, entries)?;
         Ok(Kernels { gpu: gpu.clone(), modules })
     }
 
@@ -261,6 +276,7 @@ mod tests {
             // 8-byte aligned structs, or 64 where they hold TMA tensor maps (CUtensorMap's alignment).
             assert!(e.params.iter().all(|p| p.size % 8 == 0 && (p.align == 8 || p.align == 64)), "{e:?}");
         }
+        assert!(INSTRUMENTS.iter().all(|m| ENTRIES.iter().any(|e| e.module == *m)), "an instrument without entries");
     }
 
     #[test]
