@@ -288,12 +288,15 @@ pub fn e2e_cases(model: &str, weight_bytes: u64, parameters: u64, quick: bool) -
     ]
 }
 
-/// The shapes of a suite. `quick` keeps a few representative ones (a smoke run in minutes).
+/// The shapes of a suite. `quick` keeps a few representative ones, what a device session that has minutes
+/// must measure: the shapes the kernel issues are accepted on (prefill at S >= 2048 up to 16k, decode at a
+/// short and a long context) and every kernel once (each GEMV weight format, and the skinny-GEMM path).
 /// E2e cases depend on the model and come from [`e2e_cases`]; here they are empty.
 pub fn cases(suite: Suite, quick: bool) -> Vec<Case> {
     match suite {
         Suite::Attention => {
-            let lengths: &[u64] = if quick { &[1024, 4096] } else { &[512, 1024, 2048, 4096, 8192, 16384, 32768] };
+            let lengths: &[u64] =
+                if quick { &[1024, 2048, 4096, 16384] } else { &[512, 1024, 2048, 4096, 8192, 16384, 32768] };
             let mut out: Vec<Case> = lengths.iter().map(|&s| attention_prefill(1, 32, 8, s, 128, true)).collect();
             if !quick {
                 // Llama-2-7B style multi-head attention, and a non-causal (encoder-style) pass.
@@ -325,16 +328,13 @@ pub fn cases(suite: Suite, quick: bool) -> Vec<Case> {
             let shapes = if quick { quick_shapes } else { full_shapes };
             let mut out = Vec::new();
             for format in [WeightFormat::Bf16, WeightFormat::Int8, WeightFormat::Int4] {
-                if quick && format == WeightFormat::Int8 {
-                    continue;
-                }
                 out.extend(shapes.iter().map(|&(n, k)| gemv(1, n, k, format)));
             }
-            if !quick {
-                // Skinny GEMM: M barely matters while the weights dominate the bytes.
-                for m in [4, 16] {
-                    out.extend([(14336, 4096), (4096, 14336)].iter().map(|&(n, k)| gemv(m, n, k, WeightFormat::Bf16)));
-                }
+            // Skinny GEMM: M barely matters while the weights dominate the bytes.
+            let (ms, skinny): (&[u64], &[(u64, u64)]) =
+                if quick { (&[16], &[(14336, 4096)]) } else { (&[4, 16], &[(14336, 4096), (4096, 14336)]) };
+            for &m in ms {
+                out.extend(skinny.iter().map(|&(n, k)| gemv(m, n, k, WeightFormat::Bf16)));
             }
             out
         }
