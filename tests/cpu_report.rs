@@ -441,9 +441,47 @@ fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
     assert!(logs.join("tests.log").is_file() && logs.join("criterion/attention/rooflab/new/estimates.json").is_file());
     assert!(!logs.join("criterion/report").exists(), "criterion's HTML stays behind");
 
-    // The same files again: the run folder is there already, so nothing is filed.
+    // The same files again: this call was filed, so nothing is filed twice.
     let again = collect();
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; not overwritten"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("this call was filed already"));
     assert!(!results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-tests-generate-bench-2").exists());
+
+    // The session's next call measured more into the same run (`GPU_RUN_INTO=last`): the grown run replaces
+    // the one filed, and its logs get a folder of their own.
+    let run_json = device_run.join("run.json");
+    let mut grown: Run = serde_json::from_str(&read(&run_json)).unwrap();
+    grown.appended.push(Appended {
+        command: "rooflab bench --suite decode --quick --into results/...".into(),
+        date: grown.date.clone(),
+        suites: vec!["decode".into()],
+        ceilings: grown.ceilings.clone(),
+        before: grown.before.clone(),
+    });
+    std::fs::write(&run_json, serde_json::to_string_pretty(&grown).unwrap()).unwrap();
+    report::regenerate(&device_run).unwrap();
+    sh(device.path(), &format!("tar -czf {at}/results.tar.gz results"));
+    let call_2 = |at: &str| summary.replace("10:00:00Z", at).replace("bench=e2e", "bench=decode");
+    std::fs::write(files.path().join("summary.txt"), call_2("10:08:00Z")).unwrap();
+    let out = collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("grown:"), "{}", String::from_utf8_lossy(&out.stdout));
+    let filed_grown = read(&run.join("run.json"));
+    assert_eq!(filed_grown, read(&run_json));
+    assert_eq!(read(&run.join("report.md")), read(&device_run.join("report.md")));
+    assert!(results.join("nvidia-h100-80gb-hbm3/logs/2026-11-25-abcdef012345-tests-generate-bench-2").is_dir());
+
+    // A run of the same name that is not that run grown (here: another environment) is never filed over it.
+    let mut other = grown.clone();
+    other.environment = vec!["ROOFLAB_DECODE=unfused".into()];
+    std::fs::write(&run_json, serde_json::to_string_pretty(&other).unwrap()).unwrap();
+    report::regenerate(&device_run).unwrap();
+    sh(device.path(), &format!("tar -czf {at}/results.tar.gz results"));
+    std::fs::write(files.path().join("summary.txt"), call_2("10:20:00Z")).unwrap();
+    let refused = collect();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not the same run grown") && err.contains("environment differs"), "{err}");
+    assert_eq!(read(&run.join("run.json")), filed_grown);
 }
+
