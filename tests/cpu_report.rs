@@ -485,3 +485,48 @@ fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
     assert_eq!(read(&run.join("run.json")), filed_grown);
 }
 
+/// A peer script run for some of its suites (`--suites decode`, as gpu-run passes when a later call benches
+/// decode into a run whose attention an earlier call measured) keeps the rows the earlier call wrote for
+/// the others, and takes nothing from a file of another GPU.
+#[test]
+fn peer_scripts_keep_the_rows_of_suites_they_did_not_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import json, sys
+from argparse import Namespace
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import peerlib
+
+out = Path(sys.argv[2]) / "peers_attention.json"
+def doc(gpu, suites, rows):
+    return {"gpu": gpu, "script": "peers_attention.py", "suites": suites,
+            "rows": [{"suite": s, "shape": shape, "median_us": us} for s, shape, us in rows],
+            "skipped": [{"suite": "decode", "peer": "torch_sdpa_cudnn", "shape": "L=1", "reason": "old"}]}
+args = Namespace(suites="decode,gemv")
+assert peerlib.selected_suites(args, ["attention", "decode"]) == ["decode"]
+assert peerlib.selected_suites(Namespace(suites=None), ["attention", "decode"]) == ["attention", "decode"]
+assert peerlib.selected_suites(Namespace(suites="e2e"), ["attention", "decode"]) == []
+
+peerlib.write_json(out, doc("H100", ["attention", "decode"], [("attention", "S=1", 5.0), ("decode", "L=1", 1.0)]))
+new = doc("H100", ["decode"], [("decode", "L=1", 2.0), ("decode", "L=2", 3.0)])
+new["skipped"] = []
+peerlib.write_json(out, new)
+got = json.loads(out.read_text())
+assert [(r["suite"], r["shape"], r["median_us"]) for r in got["rows"]] == [
+    ("attention", "S=1", 5.0), ("decode", "L=1", 2.0), ("decode", "L=2", 3.0)], got
+assert got["skipped"] == [], got  # the old decode skip was taken up again
+assert got["suites"] == ["attention", "decode"], got
+
+peerlib.write_json(out, doc("H200", ["decode"], [("decode", "L=1", 9.0)]))
+got = json.loads(out.read_text())
+assert [r["suite"] for r in got["rows"]] == ["decode"], got
+print("ok")
+"#;
+    let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/../harness/peers");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, peers, dir.path().to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

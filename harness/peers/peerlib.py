@@ -68,6 +68,11 @@ def common_args(description, suites):
         f"suites: {', '.join(suites)}",
     )
     parser.add_argument("--run", type=Path, help="rooflab run folder (results/<device>/<date>-<commit>)")
+    parser.add_argument(
+        "--suites",
+        help="comma-separated: time only these of the script's suites (default: all it serves); the rows "
+        "an earlier run of the script wrote to the same file for its other suites are kept",
+    )
     parser.add_argument("--out", type=Path, help="output JSON (default: <run>/peers_<name>.json)")
     parser.add_argument("--warmup", type=int, default=25, help="untimed launches first")
     parser.add_argument("--iters", type=int, default=200, help="timed launches")
@@ -104,11 +109,27 @@ def find_run_dir(gpu_name):
     return best[1] if best else None
 
 
-def resolve_paths(args, name, suites, gpu_name):
-    """Shape files to read and the JSON to write, following the defaults in common_args."""
+def selected_suites(args, suites):
+    """The script's suites that --suites names (all of them without it), in the script's order."""
+    if not args.suites:
+        return list(suites)
+    wanted = [s.strip() for s in args.suites.split(",") if s.strip()]
+    if "all" in wanted:
+        return list(suites)
+    return [s for s in suites if s in wanted]
+
+
+def resolve_paths(args, name, suites, doc):
+    """Shape files to read and the JSON to write, following the defaults in common_args. Records in
+    doc["suites"] which suites this call times (write_json keeps an earlier file's rows of the others)."""
     if args.run and not args.run.is_dir():
         sys.exit(f"--run {args.run}: not a folder (expected results/<device>/<date>-<commit>)")
-    run_dir = args.run or find_run_dir(gpu_name)
+    suites = selected_suites(args, suites)
+    if not suites:
+        print(f"--suites {args.suites}: {name} peers serve none of them; nothing to time", file=sys.stderr)
+        sys.exit(0)
+    doc["suites"] = suites
+    run_dir = args.run or find_run_dir(doc["gpu"])
     run_shapes = run_dir / "shapes" if run_dir else None
     if args.shapes:
         shape_files = list(args.shapes)
@@ -252,7 +273,8 @@ def measure_cases(torch, args, shape_files, attempts):
                     times, extra = measure()
                 except (RuntimeError, TypeError) as error:
                     reason = skip_reason(error)
-                    skipped.append({"peer": peer, "dtype": case["dtype"], "shape": case["shape"], "reason": reason})
+                    skip = {"peer": peer, "dtype": case["dtype"], "shape": case["shape"], "reason": reason}
+                    skipped.append({"suite": case["suite"], **skip})
                     print(f"skip {label.rstrip()}: {reason}", file=sys.stderr)
                     continue
                 finally:
@@ -285,9 +307,31 @@ def finite_rows(doc):
     doc["rows"] = rows
 
 
+def keep_earlier_rows(path, doc):
+    """Adds to doc the rows and skips that the file at `path` holds for suites outside doc["suites"], when
+    it was written by the same script on the same GPU: a call that times decode alone must not drop the
+    attention rows an earlier call wrote into the same run folder."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    same_source = all(earlier.get(k) == doc.get(k) for k in ("gpu", "script", "smoke"))
+    if not same_source or "suites" not in doc:
+        return
+    measured = set(doc["suites"])
+    kept = [row for row in earlier.get("rows", []) if row.get("suite") not in measured]
+    kept_skips = [skip for skip in earlier.get("skipped", []) if skip.get("suite", "") not in measured | {""}]
+    if kept or kept_skips:
+        print(f"kept {len(kept)} rows and {len(kept_skips)} skips of other suites from the earlier {path.name}")
+    doc["rows"] = kept + doc["rows"]
+    doc["skipped"] = kept_skips + doc.get("skipped", [])
+    doc["suites"] = [s for s in earlier.get("suites", []) if s not in measured] + doc["suites"]
+
+
 def write_json(path, doc):
-    finite_rows(doc)
     path = Path(path)
+    keep_earlier_rows(path, doc)
+    finite_rows(doc)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")

@@ -123,7 +123,7 @@ def run(args, scratch):
         folder = write_tiny_random_llama(scratch / "tiny-random-llama")
     doc = peerlib.header(torch, SCRIPT, args)
     doc["transformers"] = transformers.__version__
-    shape_files, out = peerlib.resolve_paths(args, "e2e", SUITES, doc["gpu"])
+    shape_files, out = peerlib.resolve_paths(args, "e2e", SUITES, doc)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     model = load_model(transformers, folder, dtype, args.attn, args.device)
     vocab = int(model.config.vocab_size)

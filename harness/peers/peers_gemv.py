@@ -81,7 +81,7 @@ def main():
     args = peerlib.common_args(__doc__.splitlines()[0], SUITES).parse_args()
     torch = peerlib.import_torch_or_exit(SCRIPT, args.device)
     doc = peerlib.header(torch, SCRIPT, args)
-    shape_files, out = peerlib.resolve_paths(args, "gemv", SUITES, doc["gpu"])
+    shape_files, out = peerlib.resolve_paths(args, "gemv", SUITES, doc)
     warmup, iters = peerlib.launches(args)
 
     def attempts(case):
