@@ -79,7 +79,7 @@ fn the_gpu_forward_pass_matches_the_cpu_model_on_random_checkpoints() {
             let decode = if chunk == 16 { DecodeKernels::Unfused } else { DecodeKernels::Fused };
             model.set_decode_kernels(decode).unwrap();
             let what = format!("emulated shape {i} {shape:?} chunk {chunk}, {decode:?} decode");
-            model_check::compare_with_cpu(&dir, &mut model, &what);
+            model_check::compare_with_cpu(&dir, &mut model, &what, model_check::GREEDY_STEPS);
         }
         let mut model = EmulatedGpuModel::load(&dir, 256, 512).unwrap();
         model_check::compare_decode_kernels(&mut model, shape.vocab, &format!("emulated shape {i}"), |m, d| {

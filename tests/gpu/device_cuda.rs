@@ -23,7 +23,8 @@ pub fn gpu() -> Gpu {
 impl Gpu {
     /// Whether the tests shrink their largest shapes, as on the emulator: only when
     /// `ROOFLAB_TEST_SMALL_SHAPES=1`, which scripts/gpu-run sets under compute-sanitizer (its checks run
-    /// the kernels 10 to 1000 times slower). Otherwise every shape runs at full size here.
+    /// the kernels 10 to 1000 times slower) and scripts/mock-gpu's rehearsal (kernels emulated on the
+    /// CPU). Otherwise every shape runs at full size here.
     pub fn small_shapes() -> bool {
         std::env::var_os("ROOFLAB_TEST_SMALL_SHAPES").is_some_and(|v| v == "1")
     }

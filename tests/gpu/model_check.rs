@@ -116,9 +116,12 @@ impl GemmInputs {
     }
 }
 
+/// Greedy tokens [`compare_with_cpu`] compares, as the issue asks.
+pub const GREEDY_STEPS: usize = 32;
+
 /// Compares GPU and CPU: all prompt logits within [`GemmInputs::bound`] (relative to the largest), then
-/// 32 identical greedy tokens (up to a near-tie, where the two runs may part) whose logits meet it too.
-pub fn compare_with_cpu(dir: &Path, gpu: &mut dyn CausalLm, what: &str) {
+/// `steps` identical greedy tokens (up to a near-tie, where the two runs may part) whose logits meet it too.
+pub fn compare_with_cpu(dir: &Path, gpu: &mut dyn CausalLm, what: &str, steps: usize) {
     let mut cpu = CpuModel::load(dir).unwrap();
     let inputs = GemmInputs::of(gpu);
     eprintln!("{what}: {} ({inputs:?} GEMM inputs)", gpu.device_name());
@@ -129,8 +132,8 @@ pub fn compare_with_cpu(dir: &Path, gpu: &mut dyn CausalLm, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: logits length");
     check_logits(&got, &want, inputs, &format!("{what}: prompt logits"));
 
-    let (cpu_tokens, cpu_rows) = greedy(&mut cpu, &tokens, 32);
-    let (gpu_tokens, gpu_rows) = greedy(gpu, &tokens, 32);
+    let (cpu_tokens, cpu_rows) = greedy(&mut cpu, &tokens, steps);
+    let (gpu_tokens, gpu_rows) = greedy(gpu, &tokens, steps);
     let compared = steps_to_compare(what, (&cpu_tokens, &cpu_rows), (&gpu_tokens, &gpu_rows), 1e-2);
     for (i, (g, c)) in gpu_rows.iter().zip(&cpu_rows).take(compared).enumerate() {
         check_logits(g, c, inputs, &format!("{what}: decode step {i} logits"));
