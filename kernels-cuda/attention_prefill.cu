@@ -937,8 +937,11 @@ __device__ __forceinline__ void forward(const AttnPrefillParams& p) {
         uint32_t pa[BN / 16][4];
         softmax_tile<T, D>(sacc, pa, o, m_run, l_run, sl2);
 
-        // O += P V over BN / 16 k-steps (A from registers, B = V read N-major).
+        // O += P V over BN / 16 k-steps (A from registers, B = V read N-major). O and P are written by
+        // this thread before the fence: pinned here so no edit can let nvcc sink the P packing below it.
         fence_registers(o);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) fence_registers(pa[kk]);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk)
