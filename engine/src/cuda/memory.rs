@@ -41,8 +41,9 @@ impl<'a, T> DevSpan<'a, T> {
     }
 
     /// A span of `len` elements at `addr` in memory the kernels can reach: the CPU emulator's host
-    /// buffers (`crate::emu::HostBuffer`), which hand out spans only while they are borrowed.
-    #[cfg(feature = "emu")]
+    /// buffers (`crate::emu::HostBuffer`), which hand out spans only while they are borrowed; and the
+    /// unit tests of the launch wrappers' argument checks, which launch nothing.
+    #[cfg(any(feature = "emu", test))]
     pub(crate) fn from_raw_parts(addr: u64, len: usize) -> Self {
         DevSpan { addr, len, _buffer: PhantomData }
     }

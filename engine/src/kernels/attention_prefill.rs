@@ -464,6 +464,15 @@ fn params(io: &PrefillIo, s: &PrefillShape, scores: Option<DevSpan<f32>>) -> Res
             return Err(Error::Invalid(format!("prefill output overlaps {what}")));
         }
     }
+    // The LSE is written beside the output, so it must overlap nothing the kernel reads or writes.
+    if let Some(lse) = io.lse {
+        let lse = Operand::F32(lse);
+        for (what, op) in [("q", io.q), ("keys", io.k), ("values", io.v), ("the output", io.out)] {
+            if lse.overlaps(&op) {
+                return Err(Error::Invalid(format!("prefill lse overlaps {what}")));
+            }
+        }
+    }
     if let Some(scores) = scores {
         scores.expect_len("prefill score scratch", scores_len(s))?;
     }
@@ -700,6 +709,37 @@ mod tests {
         assert!(e.to_string().contains("max_q_len"), "{e}");
         let e = plan(PrefillKernel::NaiveMaterialised, Elem::Bf16, &shape(1, 8, 8, 64, 4, 0)).unwrap_err();
         assert!(e.to_string().contains("max_kv_len"), "{e}");
+    }
+
+    /// Spans at made-up device addresses: `params` only checks them, nothing is launched.
+    fn span<T>(addr: u64, len: usize) -> DevSpan<'static, T> {
+        DevSpan::from_raw_parts(addr, len)
+    }
+
+    #[test]
+    fn outputs_overlapping_an_operand_are_refused_by_name() {
+        let s = PrefillShape { causal: false, ..shape(1, 4, 2, 64, 8, 8) };
+        let (rows, kv) = (8 * 4 * 64, 8 * 2 * 64); // q/out and k/v elements
+        let (q, k, v, out, lse) = (0x10000, 0x20000, 0x30000, 0x40000, 0x50000);
+        let io = |out_at: u64, lse_at: Option<u64>| PrefillIo {
+            q: Operand::Bf16(span(q, rows)),
+            k: Operand::Bf16(span(k, kv)),
+            v: Operand::Bf16(span(v, kv)),
+            out: Operand::F32(span(out_at, rows)),
+            lse: lse_at.map(|a| span(a, 4 * 8)),
+            cu_seqlens_q: span(0x60000, 2),
+            q_offsets: None,
+            kv: KvLayout::Varlen { cu_seqlens_k: span(0x70000, 2), total_k: 8 },
+        };
+        assert!(params(&io(out, Some(lse)), &s, None).is_ok());
+        let e = params(&io(q + 64, None), &s, None).unwrap_err();
+        assert!(e.to_string().contains("output overlaps q"), "{e}");
+        let e = params(&io(out, Some(v + 16)), &s, None).unwrap_err();
+        assert!(e.to_string().contains("lse overlaps values"), "{e}");
+        // The output is f32 here: its last row ends 4 bytes per element past its start.
+        let e = params(&io(out, Some(out + 4 * rows as u64 - 4)), &s, None).unwrap_err();
+        assert!(e.to_string().contains("lse overlaps the output"), "{e}");
+        assert!(params(&io(out, Some(out + 4 * rows as u64)), &s, None).is_ok());
     }
 
     #[test]
