@@ -736,7 +736,8 @@ mod tests {
         assert!(e.to_string().contains("output overlaps q"), "{e}");
         let e = params(&io(out, Some(v + 16)), &s, None).unwrap_err();
         assert!(e.to_string().contains("lse overlaps values"), "{e}");
-        // The output is f32 here: its last row ends 4 bytes per element past its start.
+        // The output is f32 (4 bytes an element): an LSE at its last element overlaps it, one just past
+        // its end does not.
         let e = params(&io(out, Some(out + 4 * rows as u64 - 4)), &s, None).unwrap_err();
         assert!(e.to_string().contains("lse overlaps the output"), "{e}");
         assert!(params(&io(out, Some(out + 4 * rows as u64)), &s, None).is_ok());
