@@ -185,8 +185,6 @@ uint16_t half_at(const unsigned char* p) {
     return v;
 }
 
-float elem_to_f32(Elem e, uint16_t bits) { return e == Elem::Bf16 ? bf16_to_f32(bits) : f16_to_f32(bits); }
-
 // ---- services the kernels call ------------------------------------------------------------------
 
 [[noreturn]] void fail(const char* what) {
@@ -344,14 +342,14 @@ void mma_m16n8k16(Elem elem, float d[4], const uint32_t a[4], uint32_t b0, uint3
                 C[g + 8][2 * t + h] = bits_to_f32(in[8 + h]);
             }
         }
+        // k outermost, columns innermost: every element still sums k = 0..15 in order (the same floats),
+        // and the column loop is contiguous, so the compiler vectorises it (this is the emulator's hot loop).
+        for (int row = 0; row < 16; ++row)
+            for (int k = 0; k < 16; ++k)
+                for (int col = 0; col < 8; ++col) C[row][col] += A[row][k] * B[k][col];
         for (int i = 0; i < 32; ++i) {
             const int g = i / 4, t = i % 4;
-            for (int r = 0; r < 4; ++r) {
-                const int row = g + 8 * (r / 2), col = 2 * t + r % 2;
-                float acc = C[row][col];
-                for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
-                l[i]->out[r] = f32_to_bits(acc);
-            }
+            for (int r = 0; r < 4; ++r) l[i]->out[r] = f32_to_bits(C[g + 8 * (r / 2)][2 * t + r % 2]);
         }
     });
     memcpy(d, me->out, 16);

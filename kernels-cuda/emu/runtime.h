@@ -198,7 +198,9 @@ void preempt();
 // The threads the schedule runs only when no other can: warp 0 under Launch::starve_warp0, else none.
 inline int starved_lanes(const BlockState& b) { return b.launch->starve_warp0 ? std::min(32, b.n) : 0; }
 uint16_t half_at(const unsigned char* p);
-float elem_to_f32(Elem e, uint16_t bits);
+inline float elem_to_f32(Elem e, uint16_t bits) {
+    return e == Elem::Bf16 ? bf16_to_f32(bits) : f16_to_f32(bits);
+}
 
 // ---- hooks the scheduler calls -------------------------------------------------------------------
 

@@ -92,6 +92,14 @@ bool holds_fill(const float* r, int count) {
     return true;
 }
 
+// D[:, :N] += A B, each element summing k = 0..15 in order; N a constant so that the column loop vectorises.
+template <int N>
+void multiply_add(const float (&A)[64][16], const float (&B)[16][128], float (&D)[64][128]) {
+    for (int m = 0; m < 64; ++m)
+        for (int k = 0; k < 16; ++k)
+            for (int col = 0; col < N; ++col) D[m][col] += A[m][k] * B[k][col];
+}
+
 // Computes a retired op: reads its shared-memory operands now, writes D to the next op on the same
 // accumulators or (the last of a chain) to the accumulator registers.
 // wgmma.mma_async.sync.aligned.m64n{N}k16.f32: warp w of the warpgroup owns rows 16w .. 16w+15 of D, as
@@ -136,12 +144,13 @@ void retire(WgmmaOp& w) {
             D[16 * wp + g + 8 * (r / 2)][8 * j + 2 * t + r % 2] = w.scale_d ? w.c[i][x] : 0.0f;
         }
     }
+    // The scales (+1 or -1) applied once per element, then the product: the emulator's hot loop.
     for (int m = 0; m < 64; ++m)
-        for (int col = 0; col < N; ++col) {
-            float acc = D[m][col];
-            for (int k = 0; k < 16; ++k) acc += (w.scale_a * A[m][k]) * (w.scale_b * B[k][col]);
-            D[m][col] = acc;
-        }
+        for (int k = 0; k < 16; ++k) A[m][k] *= w.scale_a;
+    for (int k = 0; k < 16; ++k)
+        for (int col = 0; col < N; ++col) B[k][col] *= w.scale_b;
+    if (N == 64) multiply_add<64>(A, B, D);
+    else multiply_add<128>(A, B, D);
     for (int i = 0; i < 128; ++i) {
         if (!holds_fill(w.acc[i], N / 2))
             fail(format("accumulator registers of thread %d written while a wgmma was in flight (before the "
