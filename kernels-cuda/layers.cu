@@ -1,5 +1,6 @@
 // Per-token layers of a Llama decoder: embedding lookup, RMSNorm, rotary embedding (in place on q
-// and k), SwiGLU silu(gate) * up, residual add, f32 -> bf16 cast and KV-cache append.
+// and k), SwiGLU silu(gate) * up, residual add, f32 -> bf16 cast and KV-cache append; and the fill
+// that makes a random model's weights where they are used.
 //
 // All of these are memory-bound and tiny next to the matrix products, so each is written the
 // plainest way that reads its input once: one block per row (or a grid-stride loop), f32 math.
@@ -106,5 +107,26 @@ extern "C" __global__ void kv_append_bf16(const KvAppendParams p) {
     for (unsigned i = threadIdx.x; i < p.kv_dim; i += blockDim.x) {
         kc[i] = f32_to_bf16(k[i]);
         vc[i] = f32_to_bf16(v[i]);
+    }
+}
+
+// The (i+1)-th output of SplitMix64 from state `seed` (engine/src/sample/rng.rs, Rng::next_u64): a
+// counter-based stream, so any thread computes any element.
+__device__ __forceinline__ unsigned long long splitmix64_at(unsigned long long seed, unsigned long long i) {
+    unsigned long long z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Grid-stride. The arithmetic is spelled with the _rn intrinsics so that nvcc cannot contract it into an
+// FMA: each step rounds as the CPU's does (uniform_at), and the values match bit for bit.
+extern "C" __global__ void fill_uniform_bf16(const FillUniformParams p) {
+    __nv_bfloat16* dst = ptr<__nv_bfloat16>(p.dst);
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += (size_t)gridDim.x * blockDim.x) {
+        // 23 random bits plus a half, over 2^23: exact, in (0, 1); so 2u - 1 is exact too, and never 0.
+        const float u = __fmul_rn((float)(splitmix64_at(p.seed, i) >> 41) + 0.5f, 1.0f / 8388608.0f);
+        const float centred = __fadd_rn(__fmul_rn(2.0f, u), -1.0f);
+        dst[i] = f32_to_bf16(__fadd_rn(p.centre, __fmul_rn(p.half_width, centred)));
     }
 }

@@ -187,6 +187,10 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Round-to-nearest products and sums that nvcc never contracts into an FMA (nor does GCC here: x86-64's
+// baseline has no FMA instruction).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 
 // CUDA's min/max overloads (the kernels call them unqualified on unsigned and int).
 inline int min(int a, int b) { return a < b ? a : b; }

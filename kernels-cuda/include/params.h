@@ -102,6 +102,17 @@ typedef struct KvAppendParams {
     unsigned int pad0;
 } KvAppendParams;
 
+/* dst[i] = bf16(centre + half_width * (2 u_i - 1)), with u_i = (r_i >> 41 + 0.5) / 2^23 and r_i the (i+1)-th
+ * SplitMix64 output from state `seed`: the random weights of a model, made on the device. Value for value
+ * what engine/src/sample/rng.rs's uniform_at gives on the CPU. */
+typedef struct FillUniformParams {
+    unsigned long long dst;  /* bf16 [n] */
+    unsigned long long n;
+    unsigned long long seed;
+    float centre;
+    float half_width;
+} FillUniformParams;
+
 /* ---- gemv.cu -------------------------------------------------------------------------------- */
 
 /* y[j] = (accumulate ? y[j] : 0) + sum_i w[j][i] * x[i]   (f32 accumulation).
@@ -308,6 +319,10 @@ ROOFLAB_STATIC_ASSERT(offsetof(ResidualAddParams, n) == 16, "ResidualAddParams.n
 
 ROOFLAB_STATIC_ASSERT(sizeof(CastParams) == 24, "CastParams size");
 ROOFLAB_STATIC_ASSERT(offsetof(CastParams, n) == 16, "CastParams.n");
+
+ROOFLAB_STATIC_ASSERT(sizeof(FillUniformParams) == 32, "FillUniformParams size");
+ROOFLAB_STATIC_ASSERT(offsetof(FillUniformParams, seed) == 16, "FillUniformParams.seed");
+ROOFLAB_STATIC_ASSERT(offsetof(FillUniformParams, half_width) == 28, "FillUniformParams.half_width");
 
 ROOFLAB_STATIC_ASSERT(sizeof(KvAppendParams) == 56, "KvAppendParams size");
 ROOFLAB_STATIC_ASSERT(offsetof(KvAppendParams, positions) == 32, "KvAppendParams.positions");

@@ -9,6 +9,7 @@ kernel_tests! {
     layers::rope_rotates_q_and_k_like_the_reference,
     layers::elementwise_kernels_match_reference,
     layers::kv_append_writes_only_the_given_rows,
+    layers::random_fill_is_the_hosts_uniform_values,
     gemv::gemv_variants_match_reference,
     gemv::tiled_gemm_matches_reference,
     gemv::shape_errors_are_reported_before_launch,

@@ -1,11 +1,11 @@
-//! layers.cu against the CPU reference: embedding, RMSNorm, RoPE, SwiGLU, residual add, cast and
-//! KV-cache append.
+//! layers.cu against the CPU reference: embedding, RMSNorm, RoPE, SwiGLU, residual add, cast,
+//! KV-cache append and the random fill.
 
 use half::bf16;
 use rooflab::kernels::layers::{self, RopeShape};
 use rooflab::model::LlamaConfig;
 use rooflab::reference as r;
-use rooflab::sample::Rng;
+use rooflab::sample::{uniform_values, Rng};
 
 use crate::common::{assert_close, bf16_round, randn, span, to_bf16, Gpu};
 
@@ -114,6 +114,22 @@ pub fn elementwise_kernels_match_reference(g: &Gpu) {
         let got: Vec<u16> = g.download(&dst).iter().map(|v| v.to_bits()).collect();
         let want: Vec<u16> = src.iter().map(|&v| bf16::from_f32(v).to_bits()).collect();
         assert_eq!(got, want, "cast n={n} (round to nearest even, like half::bf16::from_f32)");
+    }
+}
+
+/// The device's random weights are the host's `uniform_values`, bit for bit, at lengths that end inside a
+/// block, inside the host's parallel task and (on the GPU) past one pass of the grid-stride loop.
+pub fn random_fill_is_the_hosts_uniform_values(g: &Gpu) {
+    let longest = if Gpu::small_shapes() { 100_003 } else { 4096 * 256 * 3 + 77 };
+    for (n, seed, centre, spread) in [(1, 3, 0.0, 1.0), (1000, 0, 1.0, 0.1), (longest, u64::MAX, 0.0, 0.02)] {
+        let dst = g.poisoned_bf16(n);
+        layers::fill_uniform(&g.kernels, span(&dst), seed, centre, spread).unwrap();
+        let got: Vec<u16> = g.download(&dst).iter().map(|v| v.to_bits()).collect();
+        let want: Vec<u16> =
+            uniform_values(n, seed, centre, spread, bf16::from_f32).iter().map(|v| v.to_bits()).collect();
+        if let Some(i) = (0..n).find(|&i| got[i] != want[i]) {
+            panic!("fill_uniform n={n} seed={seed}: element {i} is {:#06x}, the host made {:#06x}", got[i], want[i]);
+        }
     }
 }
 

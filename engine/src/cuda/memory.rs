@@ -159,6 +159,25 @@ impl MemoryLedger {
         Ok(buffer)
     }
 
+    /// A buffer of `len` elements, not initialised, counted under `purpose`.
+    ///
+    /// # Safety
+    /// Nothing may read an element before a kernel (or a copy) has written it.
+    pub unsafe fn alloc_uninit<T: DeviceRepr>(
+        &mut self,
+        purpose: &str,
+        what: &str,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
+        let bytes = len.max(1) * std::mem::size_of::<T>();
+        self.check_fits(what, bytes)?;
+        // SAFETY: the caller writes every element before reading it.
+        let buffer =
+            unsafe { self.gpu.stream().alloc::<T>(len.max(1)) }.map_err(|e| self.alloc_error(what, bytes, e))?;
+        *self.by_purpose.entry(purpose.to_string()).or_default() += bytes;
+        Ok(buffer)
+    }
+
     /// A device copy of `host`, counted under `purpose`.
     pub fn upload<T: DeviceRepr>(&mut self, purpose: &str, what: &str, host: &[T]) -> Result<CudaSlice<T>> {
         if host.is_empty() {

@@ -77,6 +77,15 @@ pub struct KvAppendParams {
 }
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct FillUniformParams {
+    pub dst: ::core::ffi::c_ulonglong,
+    pub n: ::core::ffi::c_ulonglong,
+    pub seed: ::core::ffi::c_ulonglong,
+    pub centre: f32,
+    pub half_width: f32,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct GemvParams {
     pub w: ::core::ffi::c_ulonglong,
     pub x: ::core::ffi::c_ulonglong,

@@ -1,13 +1,16 @@
 //! Wrappers of kernels-cuda/layers.cu: embedding, RMSNorm, RoPE, SwiGLU, residual add, f32 -> bf16
-//! cast and KV-cache append. Row kernels run one block per row; element-wise ones grid-stride.
+//! cast, KV-cache append, and the random fill of a model's weights. Row kernels run one block per row;
+//! element-wise ones grid-stride.
 
 use half::bf16;
 
 use super::{as_u32, positive, DevSpan, Launcher, LAYERS};
 use crate::cuda::{elementwise_grid, grid};
 use crate::ffi::params::{
-    CastParams, EmbeddingParams, KvAppendParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
+    CastParams, EmbeddingParams, FillUniformParams, KvAppendParams, ResidualAddParams, RmsNormParams, RopeParams,
+    SiluMulParams,
 };
+use crate::sample::uniform_half_width;
 use crate::{Error, Result};
 
 const ROW_THREADS: u32 = 256;
@@ -165,6 +168,25 @@ pub fn cast_to_bf16(k: &impl Launcher, src: DevSpan<f32>, dst: DevSpan<bf16>, n:
     let config = elementwise_grid(n, ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS);
     // SAFETY: every span was checked against the shapes above.
     unsafe { k.launch(LAYERS, "cast_f32_to_bf16", config, params) }
+}
+
+/// Fills `dst` with bf16 values uniform around `centre` with standard deviation `spread`: element `i` is
+/// `bf16(`[`crate::sample::uniform_at`]`(seed, i, centre, uniform_half_width(spread)))`, bit for bit what
+/// [`crate::sample::uniform_values`] makes on the host, without the host making or copying any of it.
+pub fn fill_uniform(k: &impl Launcher, dst: DevSpan<bf16>, seed: u64, centre: f32, spread: f32) -> Result<()> {
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let params = FillUniformParams {
+        dst: dst.addr(),
+        n: dst.len() as u64,
+        seed,
+        centre,
+        half_width: uniform_half_width(spread),
+    };
+    let config = elementwise_grid(dst.len(), ELEMENTWISE_THREADS, MAX_ELEMENTWISE_BLOCKS);
+    // SAFETY: the kernel writes elements 0 .. dst.len() of dst and reads nothing.
+    unsafe { k.launch(LAYERS, "fill_uniform_bf16", config, params) }
 }
 
 /// Writes the `n_tokens` rows of `k`/`v` (`[n][kv_dim]` f32) into one sequence's caches

@@ -20,8 +20,8 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 use crate::cuda::{self, CudaResultExt, GpuContext, ModuleRegistry};
 use crate::ffi::params::{
     AttnDecodeParams, AttnPrefillParams, AttnPrefillTmaParams, CastParams, DecodeGateUpParams, DecodeQkvParams,
-    EmbeddingParams, GemmParams, GemvParams, GemvRmsNormParams, KvAppendParams, LayoutProbeMmaParams,
-    LayoutProbeTmaParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
+    EmbeddingParams, FillUniformParams, GemmParams, GemvParams, GemvRmsNormParams, KvAppendParams,
+    LayoutProbeMmaParams, LayoutProbeTmaParams, ResidualAddParams, RmsNormParams, RopeParams, SiluMulParams,
 };
 use crate::{Error, Result};
 use tma::{RlTensorMap, TensorMap3d};
@@ -37,6 +37,7 @@ unsafe impl DeviceRepr for SiluMulParams {}
 unsafe impl DeviceRepr for ResidualAddParams {}
 unsafe impl DeviceRepr for CastParams {}
 unsafe impl DeviceRepr for KvAppendParams {}
+unsafe impl DeviceRepr for FillUniformParams {}
 unsafe impl DeviceRepr for GemvParams {}
 unsafe impl DeviceRepr for GemmParams {}
 unsafe impl DeviceRepr for DecodeQkvParams {}
@@ -94,6 +95,7 @@ pub static ENTRIES: &[KernelAbi] = &[
     kernel!("layers", "residual_add_f32", ResidualAddParams),
     kernel!("layers", "cast_f32_to_bf16", CastParams),
     kernel!("layers", "kv_append_bf16", KvAppendParams),
+    kernel!("layers", "fill_uniform_bf16", FillUniformParams),
     kernel!("gemv", "gemv_bf16_naive", GemvParams),
     kernel!("gemv", "gemv_bf16", GemvParams),
     kernel!("gemv", "gemv_bf16_bf16x", GemvParams),

@@ -118,20 +118,20 @@ impl GpuModel {
     }
 
     /// A model of `config`'s shape with random bf16 weights, scaled like a trained model's, made on
-    /// the host one tensor at a time and uploaded as they are made: for benchmarking shapes whose
-    /// checkpoints are not at hand (Llama-3-8B would be a 16 GB file). The same `seed` gives the same
-    /// weights. A shape the kernels do not cover is refused before any GPU work.
+    /// the device: for benchmarking shapes whose checkpoints are not at hand (Llama-3-8B would be a
+    /// 16 GB file). The same `seed` gives the same weights. A shape the kernels do not cover is refused
+    /// before any GPU work.
     pub fn random(config: LlamaConfig, seed: u64, options: GpuOptions) -> Result<Self> {
         check_supported(&config)?;
         let gpu = GpuContext::new(options.device)?;
-        Self::build(gpu, config, options, |c, ledger| GpuWeights::random(c, seed, ledger))
+        Self::build(gpu, config, options, |c, ledger, kernels| GpuWeights::random(c, seed, ledger, kernels))
     }
 
     fn with_gpu(gpu: GpuContext, config: LlamaConfig, checkpoint: &Checkpoint, options: GpuOptions) -> Result<Self> {
         check_supported(&config)?;
         let tensors = LlamaTensors::gather(checkpoint, &config)?;
         tensors.check_dtypes(&[DType::F32, DType::F16, DType::BF16])?;
-        Self::build(gpu, config, options, |_, ledger| GpuWeights::upload(&tensors, ledger))
+        Self::build(gpu, config, options, |_, ledger, _| GpuWeights::upload(&tensors, ledger))
     }
 
     /// Everything but the weights, which `make_weights` uploads once the whole plan is known to fit.
@@ -139,7 +139,7 @@ impl GpuModel {
         gpu: GpuContext,
         config: LlamaConfig,
         options: GpuOptions,
-        make_weights: impl FnOnce(&LlamaConfig, &mut MemoryLedger) -> Result<GpuWeights>,
+        make_weights: impl FnOnce(&LlamaConfig, &mut MemoryLedger, &Kernels) -> Result<GpuWeights>,
     ) -> Result<Self> {
         let context = options.max_context.unwrap_or(4096).min(config.max_position_embeddings);
         if context == 0 {
@@ -180,7 +180,7 @@ impl GpuModel {
             plan.iter().map(|(w, b)| format!("{w} {:.1} MiB", *b as f64 / (1 << 20) as f64)).collect();
         ledger.check_fits(&format!("the model ({})", parts.join(" + ")), total)?;
 
-        let weights = make_weights(&config, &mut ledger)?;
+        let weights = make_weights(&config, &mut ledger, &kernels)?;
         let cache = KvCache::new(&config, context, &mut ledger)?;
         let (cos, sin) = config.rope_tables(context);
         let rope_cos = ledger.upload("rope tables", "rope cos table", &cos)?;

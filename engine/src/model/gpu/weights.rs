@@ -5,7 +5,9 @@
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
-use crate::cuda::MemoryLedger;
+use crate::cuda::{DevSpan, MemoryLedger};
+use crate::kernels::layers::fill_uniform;
+use crate::kernels::Kernels;
 use crate::model::weights::LlamaTensors;
 use crate::model::{LlamaConfig, Tensor};
 use crate::sample::uniform_values;
@@ -53,9 +55,10 @@ impl GpuWeights {
     }
 
     /// Random weights of `c`'s shape, scaled as [`crate::model::random`] scales a checkpoint's
-    /// (projections ~ 1/sqrt(fan-in), embedding rows of RMS 0.1, norms near 1), each tensor made on
-    /// the host (in parallel) and uploaded before the next is made.
-    pub fn random(c: &LlamaConfig, seed: u64, ledger: &mut MemoryLedger) -> Result<Self> {
+    /// (projections ~ 1/sqrt(fan-in), embedding rows of RMS 0.1, norms near 1). The matrices are filled
+    /// on the device (`fill_uniform_bf16`: Llama-3-8B's 16 GB would otherwise be made on the host and
+    /// copied over), the norm vectors, a few KB, on the host; both are [`uniform_values`]' values.
+    pub fn random(c: &LlamaConfig, seed: u64, ledger: &mut MemoryLedger, kernels: &Kernels) -> Result<Self> {
         let (h, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let fan_in = |k: usize| 1.0 / (k as f32).sqrt();
         let mut index = 0u64;
@@ -64,7 +67,10 @@ impl GpuWeights {
             seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         };
         let matrix = |ledger: &mut MemoryLedger, what: &str, len: usize, spread: f32, seed: u64| {
-            ledger.upload(PURPOSE, what, &uniform_values(len, seed, 0.0, spread, bf16::from_f32))
+            // SAFETY: fill_uniform writes every element before anything reads the buffer.
+            let buffer = unsafe { ledger.alloc_uninit::<bf16>(PURPOSE, what, len)? };
+            fill_uniform(kernels, DevSpan::of(&buffer), seed, 0.0, spread)?;
+            Ok::<_, crate::Error>(buffer)
         };
         let norm = |ledger: &mut MemoryLedger, what: &str, seed: u64| {
             ledger.upload(PURPOSE, what, &uniform_values(h, seed, 1.0, 0.1, |v| v))
