@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +41,7 @@ extern "C" {
         err_len: usize,
     ) -> i32;
     fn rl_emu_param_size(name: *const c_char) -> usize;
-    fn rl_emu_alloc_guarded(bytes: usize, base: *mut *mut c_void, map_len: *mut usize) -> *mut c_void;
+    fn rl_emu_alloc_guarded(bytes: usize, poison: c_int, base: *mut *mut c_void, map_len: *mut usize) -> *mut c_void;
     fn rl_emu_free_guarded(base: *mut c_void, map_len: usize);
     fn rl_emu_encode_tensor_map(
         out: *mut u64,
@@ -260,7 +260,7 @@ impl<T: Copy> HostBuffer<T> {
         let bytes = std::mem::size_of_val(values);
         let (mut base, mut map_len) = (std::ptr::null_mut(), 0usize);
         // SAFETY: out-pointers to locals; the function maps fresh memory.
-        let data = unsafe { rl_emu_alloc_guarded(bytes, &mut base, &mut map_len) };
+        let data = unsafe { rl_emu_alloc_guarded(bytes, 1, &mut base, &mut map_len) };
         let data = NonNull::new(data.cast::<T>()).expect("mapping a guarded host buffer (out of memory?)");
         // SAFETY: the mapping holds at least `bytes` writable bytes at `data`, 16-byte aligned.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data.as_ptr(), values.len()) };

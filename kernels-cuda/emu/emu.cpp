@@ -714,9 +714,11 @@ extern "C" size_t rl_emu_param_size(const char* name) {
 }
 
 // Host memory for kernel operands: `bytes` (rounded up to 16) ending exactly at an inaccessible page, with
-// one before it too, so a kernel that runs off either end faults at once (and on_fault names it).
+// one before it too, so a kernel that runs off either end faults at once (and on_fault names it). With
+// `poison`, every byte starts as 0xff (NaN in every float view, the slack past `bytes` included); without,
+// as the zeros of fresh pages, none of them touched.
 // Returns the data pointer; *base and *map_len are what rl_emu_free_guarded needs.
-extern "C" void* rl_emu_alloc_guarded(size_t bytes, void** base, size_t* map_len) {
+extern "C" void* rl_emu_alloc_guarded(size_t bytes, int poison, void** base, size_t* map_len) {
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     const size_t rounded = std::max<size_t>(16, (bytes + 15) / 16 * 16);
     const size_t data_pages = (rounded + page - 1) / page;
@@ -730,7 +732,7 @@ extern "C" void* rl_emu_alloc_guarded(size_t bytes, void** base, size_t* map_len
     *base = m;
     *map_len = total;
     char* data = c + (data_pages + 1) * page - rounded;
-    memset(data, 0xff, rounded);  // the slack past `bytes` reads as NaN
+    if (poison) memset(data, 0xff, rounded);
     return data;
 }
 

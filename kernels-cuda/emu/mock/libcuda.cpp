@@ -43,7 +43,7 @@ extern "C" {
 int rl_emu_launch(const char* name, const unsigned grid[3], const unsigned block[3], size_t smem, const void* params,
                   size_t params_size, int schedule, uint64_t seed, char* err, size_t err_len);
 size_t rl_emu_param_size(const char* name);
-void* rl_emu_alloc_guarded(size_t bytes, void** base, size_t* map_len);
+void* rl_emu_alloc_guarded(size_t bytes, int poison, void** base, size_t* map_len);
 void rl_emu_free_guarded(void* base, size_t map_len);
 int rl_emu_encode_tensor_map(uint64_t out[16], uint64_t address, uint32_t elem_bytes, uint32_t rank,
                              const uint64_t* dims, const uint64_t* strides, const uint32_t* box_dims,
@@ -330,7 +330,9 @@ CUresult allocate(CUdeviceptr* p, size_t bytes) {
     // The data ends where a guard page begins (rounded to 16 bytes: the driver's 256-byte alignment would
     // hide overruns of up to 255 bytes), so a kernel that runs off the end faults and is named.
     Allocation a{nullptr, 0, bytes};
-    void* data = rl_emu_alloc_guarded(bytes, &a.map_base, &a.map_len);
+    // Poisoned (NaN) for the kernels to find unwritten; not when they are skipped, so that a launch-only
+    // rehearsal's model-sized buffers stay untouched pages.
+    void* data = rl_emu_alloc_guarded(bytes, !skip_kernels(), &a.map_base, &a.map_len);
     if (!data) return CUDA_ERROR_OUT_OF_MEMORY;
     allocations[(uintptr_t)data] = a;
     allocated += bytes;
