@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::Arc;
 
 use cudarc::driver::sys::CUresult;
-use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, DriverError, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, ValidAsZeroBits};
 
 use super::GpuContext;
 use crate::{Error, Result};
@@ -152,11 +153,7 @@ impl MemoryLedger {
         what: &str,
         len: usize,
     ) -> Result<CudaSlice<T>> {
-        let bytes = len.max(1) * std::mem::size_of::<T>();
-        self.check_fits(what, bytes)?;
-        let buffer = self.gpu.stream().alloc_zeros::<T>(len.max(1)).map_err(|e| self.alloc_error(what, bytes, e))?;
-        *self.by_purpose.entry(purpose.to_string()).or_default() += bytes;
-        Ok(buffer)
+        self.counted(purpose, what, len, |stream, len| stream.alloc_zeros::<T>(len))
     }
 
     /// A buffer of `len` elements, not initialised, counted under `purpose`.
@@ -169,11 +166,22 @@ impl MemoryLedger {
         what: &str,
         len: usize,
     ) -> Result<CudaSlice<T>> {
+        // SAFETY: the caller writes every element before reading it.
+        self.counted(purpose, what, len, |stream, len| unsafe { stream.alloc::<T>(len) })
+    }
+
+    /// `allocate(stream, len)` (at least one element) once the buffer is known to fit, counted under
+    /// `purpose`.
+    fn counted<T>(
+        &mut self,
+        purpose: &str,
+        what: &str,
+        len: usize,
+        allocate: impl FnOnce(&Arc<CudaStream>, usize) -> std::result::Result<CudaSlice<T>, DriverError>,
+    ) -> Result<CudaSlice<T>> {
         let bytes = len.max(1) * std::mem::size_of::<T>();
         self.check_fits(what, bytes)?;
-        // SAFETY: the caller writes every element before reading it.
-        let buffer =
-            unsafe { self.gpu.stream().alloc::<T>(len.max(1)) }.map_err(|e| self.alloc_error(what, bytes, e))?;
+        let buffer = allocate(self.gpu.stream(), len.max(1)).map_err(|e| self.alloc_error(what, bytes, e))?;
         *self.by_purpose.entry(purpose.to_string()).or_default() += bytes;
         Ok(buffer)
     }
