@@ -6,6 +6,6 @@ mod rng;
 mod sampler;
 mod scan;
 
-pub use rng::{splitmix64_at, uniform_at, uniform_half_width, uniform_values, Rng, UNIFORM_CHUNK};
+pub use rng::{uniform_at, uniform_half_width, uniform_values, Rng, UNIFORM_CHUNK};
 pub use sampler::{sample_by_full_sort, Sampler, SamplingParams};
 pub use scan::argmax;
