@@ -117,6 +117,7 @@ fn run_json(suites: &[Suite]) -> Run {
             compute_capability: "9.0".into(),
             driver: "580.95.05".into(),
         },
+        host_kernel: None,
         before: Conditions::default(),
         after: Conditions::default(),
         ceilings: ceilings(),

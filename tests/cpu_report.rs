@@ -60,6 +60,7 @@ fn run_json(gpu: &str, date: &str, commit: &str) -> Run {
             compute_capability: "9.0".into(),
             driver: "580.95.05".into(),
         },
+        host_kernel: Some("6.18.44-fc-v310-gpu".into()),
         before: Conditions {
             sm_clock_mhz: Some(1980.0),
             memory_clock_mhz: Some(2619.0),
@@ -254,6 +255,7 @@ fn report_header_tables_and_figure_links() {
     let report = read(&dir, "report.md");
     for needle in [
         "# rooflab report: NVIDIA H100 80GB HBM3, 2026-11-24",
+        "| Host kernel | 6.18.44-fc-v310-gpu (`uname -r` of the machine that measured) |",
         "| Commit | `a1b2c3d4e5f6` |",
         "| Command | `rooflab bench --suite all --quick` |",
         "| Environment | `ROOFLAB_PREFILL_FLASH=tma` |",

@@ -1,4 +1,5 @@
-//! What a run records about itself: the day, the commit, and the GPU's clocks and temperature.
+//! What a run records about itself: the day, the commit, the host's kernel, and the GPU's clocks and
+//! temperature.
 //!
 //! All of it is read once, when the run starts or ends, and stored in run.json; reports never look at
 //! the clock or the repository again, so they reproduce.
@@ -64,6 +65,14 @@ pub fn detect_commit() -> String {
         }
         _ => "unknown".to_string(),
     }
+}
+
+/// The OS kernel release of this machine (`/proc/sys/kernel/osrelease`, what `uname -r` prints); None
+/// where there is no such file.
+pub fn host_kernel() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let release = release.trim();
+    (!release.is_empty()).then(|| release.to_string())
 }
 
 /// The query [`query_conditions`] runs; its output is what [`parse_nvidia_smi`] reads.

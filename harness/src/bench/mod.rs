@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 pub use cases::{cases, e2e_cases, parse_suites, shapes_json, Case, Param, Suite, Work};
-pub use env::{detect_commit, query_conditions, today_utc};
+pub use env::{detect_commit, host_kernel, query_conditions, today_utc};
 pub use stats::{measurement_row, TimeStats};
 
 use crate::report::model::{Ceilings, Failure, Row, Run};
@@ -228,6 +228,7 @@ mod tests {
                 compute_capability: "9.0".into(),
                 driver: "580.95.05".into(),
             },
+            host_kernel: None,
             before: Conditions::default(),
             after: Conditions::default(),
             ceilings: Ceilings {

@@ -136,6 +136,9 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
         escape(&gpu.compute_capability),
         escape(&gpu.driver)
     );
+    if let Some(kernel) = &run.host_kernel {
+        let _ = writeln!(out, "| Host kernel | {} (`uname -r` of the machine that measured) |", escape(kernel));
+    }
     let _ = writeln!(out, "| Date | {} |", run.date);
     let _ = writeln!(out, "| Commit | `{}` |", escape(&run.commit));
     let _ = writeln!(out, "| Command | `{}` |", escape(&run.command));

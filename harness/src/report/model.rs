@@ -242,6 +242,11 @@ pub struct Run {
     /// Whether `--quick` cut the shape lists.
     pub quick: bool,
     pub gpu: Gpu,
+    /// The measuring machine's OS kernel release (`uname -r`). It tells the sandbox apart: gVisor reports
+    /// 4.4.0 and passes every driver call through itself, so launch-bound numbers (end-to-end decode) may
+    /// differ from a Firecracker machine's on the same GPU. Absent where it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_kernel: Option<String>,
     pub before: Conditions,
     pub after: Conditions,
     pub ceilings: Ceilings,

@@ -30,7 +30,7 @@ use rooflab::kernels::Kernels;
 
 use super::append::Existing;
 use super::Suite;
-use super::{cases_for, detect_commit, measure, parse_suites, query_conditions, today_utc, Case, Plan};
+use super::{cases_for, detect_commit, host_kernel, measure, parse_suites, query_conditions, today_utc, Case, Plan};
 use crate::report::model::{Appended, Gpu, Row, Run, NAIVE};
 
 pub use super::PEER_PREFIX;
@@ -282,6 +282,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
                 suites: suite_names,
                 quick: args.quick,
                 gpu,
+                host_kernel: host_kernel(),
                 before,
                 after,
                 ceilings,
