@@ -318,6 +318,7 @@ fn a_run_cut_by_its_time_budget_is_completed_into_the_same_folder() {
         suites: vec!["gemv".into()],
         ceilings: now,
         before: Conditions::default(),
+        host_kernel: Some("4.4.0".into()),
     };
     let (merged, rows) = existing.merged(second, &left, &["gemv".to_string()], call, Conditions::default());
     bench::write_run_files(&dir, &merged, &rows).unwrap();
@@ -331,6 +332,7 @@ fn a_run_cut_by_its_time_budget_is_completed_into_the_same_folder() {
     assert_eq!(summary.len(), 3 * cases.len(), "every case once, with its three implementations");
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("| Added by | `rooflab bench --suite gemv --quick --into DIR` on 2026-11-25 (gemv;"));
+    assert!(report.contains("TFLOP/s; host kernel 4.4.0) |"), "a call on another machine's kernel says so");
     rooflab_harness::report::regenerate(&dir).unwrap();
     assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), report);
 

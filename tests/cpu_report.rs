@@ -459,6 +459,7 @@ fn gpu_collect_files_what_a_device_call_sent_back_under_results() {
         suites: vec!["decode".into()],
         ceilings: grown.ceilings.clone(),
         before: grown.before.clone(),
+        host_kernel: grown.host_kernel.clone(),
     });
     std::fs::write(&run_json, serde_json::to_string_pretty(&grown).unwrap()).unwrap();
     report::regenerate(&device_run).unwrap();

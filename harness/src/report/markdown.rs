@@ -143,9 +143,14 @@ fn header(out: &mut String, run: &Run, peers: &[LoadedPeers]) {
     let _ = writeln!(out, "| Commit | `{}` |", escape(&run.commit));
     let _ = writeln!(out, "| Command | `{}` |", escape(&run.command));
     for call in &run.appended {
+        // Only worth a word when the call ran on a machine of another kernel (gVisor against Firecracker).
+        let host = match &call.host_kernel {
+            Some(kernel) if call.host_kernel != run.host_kernel => format!("; host kernel {}", escape(kernel)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "| Added by | `{}` on {} ({}; its ceilings {} GB/s, {} TFLOP/s) |",
+            "| Added by | `{}` on {} ({}; its ceilings {} GB/s, {} TFLOP/s{host}) |",
             escape(&call.command),
             call.date,
             call.suites.join(", "),

@@ -271,6 +271,9 @@ pub struct Appended {
     /// The ceilings it measured (within `bench::append::CEILING_TOLERANCE` of the run's).
     pub ceilings: Ceilings,
     pub before: Conditions,
+    /// The machine's OS kernel release, as [`Run::host_kernel`]: a later call may get another machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_kernel: Option<String>,
 }
 
 /// One implementation (or a whole case, variant `*`) that a run could not measure, and why.

@@ -264,6 +264,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchOutcome> {
                 suites: suite_names.clone(),
                 ceilings: measured_ceilings,
                 before,
+                host_kernel: host_kernel(),
             };
             let (run, rows) = existing.merged(measured, &cases, &suite_names, call, after);
             super::write_run_files(&dir, &run, &rows)?;
