@@ -243,8 +243,8 @@ pub struct Run {
     pub quick: bool,
     pub gpu: Gpu,
     /// The measuring machine's OS kernel release (`uname -r`). It tells the sandbox apart: gVisor reports
-    /// 4.4.0 and passes every driver call through itself, so launch-bound numbers (end-to-end decode) may
-    /// differ from a Firecracker machine's on the same GPU. Absent where it could not be read.
+    /// 4.4.0 and intercepts every ioctl to the NVIDIA driver, so launch-bound numbers (end-to-end decode)
+    /// may differ from a Firecracker machine's on the same GPU. Absent where it could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_kernel: Option<String>,
     pub before: Conditions,
