@@ -138,6 +138,34 @@ impl LlamaConfig {
         if !self.head_dim.is_multiple_of(2) {
             return Err(Error::Unsupported(format!("odd head_dim {} (rotary embedding needs pairs)", self.head_dim)));
         }
+        // A negative theta or eps turns every logit into NaN, far from where it was set.
+        if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err(Error::Invalid(format!("config.json: rope_theta must be positive, not {}", self.rope_theta)));
+        }
+        if !(self.rms_norm_eps >= 0.0 && self.rms_norm_eps.is_finite()) {
+            return Err(Error::Invalid(format!("config.json: rms_norm_eps must be >= 0, not {}", self.rms_norm_eps)));
+        }
+        if let Some(s) = &self.rope_scaling {
+            let factors = [
+                ("factor", s.factor),
+                ("low_freq_factor", s.low_freq_factor),
+                ("high_freq_factor", s.high_freq_factor),
+            ];
+            if let Some((name, v)) = factors.iter().find(|(_, v)| !(*v > 0.0 && v.is_finite())) {
+                return Err(Error::Invalid(format!("config.json: rope_scaling.{name} must be positive, not {v}")));
+            }
+            if s.original_max_position_embeddings == 0 {
+                return Err(Error::Invalid(
+                    "config.json: rope_scaling.original_max_position_embeddings must be positive".into(),
+                ));
+            }
+        }
+        // Every size derived from the config is at most the parameter count: if that fits, no later product overflows.
+        if self.checked_parameter_count().and_then(|n| n.checked_mul(4)).is_none() {
+            return Err(Error::Invalid(
+                "config.json: the sizes give more parameters than this machine can address".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -156,11 +184,19 @@ impl LlamaConfig {
 
     /// Parameters that take part in a decode step (the embedding table counts once when tied).
     pub fn parameter_count(&self) -> usize {
-        let attn = self.hidden_size * (self.q_dim() + 2 * self.kv_dim()) + self.q_dim() * self.hidden_size;
-        let mlp = 3 * self.hidden_size * self.intermediate_size;
-        let norms = 2 * self.hidden_size;
-        let embed = self.vocab_size * self.hidden_size * if self.tie_word_embeddings { 1 } else { 2 };
-        self.num_layers * (attn + mlp + norms) + embed + self.hidden_size
+        self.checked_parameter_count().expect("validate() checked that the parameter count fits")
+    }
+
+    fn checked_parameter_count(&self) -> Option<usize> {
+        let mul = |factors: &[usize]| factors.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let h = self.hidden_size;
+        let q_dim = mul(&[self.num_heads, self.head_dim])?;
+        let kv_dim = mul(&[self.num_kv_heads, self.head_dim])?;
+        let attn = mul(&[h, q_dim.checked_add(mul(&[2, kv_dim])?)?])?.checked_add(mul(&[q_dim, h])?)?;
+        let mlp = mul(&[3, h, self.intermediate_size])?;
+        let layer = attn.checked_add(mlp)?.checked_add(mul(&[2, h])?)?;
+        let embed = mul(&[self.vocab_size, h, if self.tie_word_embeddings { 1 } else { 2 }])?;
+        mul(&[self.num_layers, layer])?.checked_add(embed)?.checked_add(h)
     }
 
     /// Rotary inverse frequencies, one per pair of dimensions, computed the way HF transformers
@@ -264,6 +300,29 @@ mod tests {
         assert!(matches!(LlamaConfig::from_json(&mistral), Err(Error::Unsupported(_))));
         let bad = SMOL.replace("\"num_key_value_heads\":3", "\"num_key_value_heads\":4");
         assert!(LlamaConfig::from_json(&bad).unwrap_err().to_string().contains("not a multiple"));
+    }
+
+    #[test]
+    fn rejects_constants_that_would_make_nan_and_sizes_that_overflow() {
+        let error = |from: &str, to: &str| {
+            assert!(SMOL.contains(from), "{from}");
+            LlamaConfig::from_json(&SMOL.replace(from, to)).unwrap_err().to_string()
+        };
+        assert!(error("\"rope_theta\":100000", "\"rope_theta\":-1").contains("rope_theta must be positive, not -1"));
+        assert!(error("\"rope_theta\":100000", "\"rope_theta\":0").contains("rope_theta must be positive"));
+        assert!(error("\"rms_norm_eps\":1e-5", "\"rms_norm_eps\":-1e-5").contains("rms_norm_eps must be >= 0"));
+        let scaling = |factor: &str| {
+            format!(
+                r#""rope_scaling":{{"rope_type":"llama3","factor":{factor},"low_freq_factor":1.0,
+                "high_freq_factor":4.0,"original_max_position_embeddings":8192}},"rope_theta":100000"#
+            )
+        };
+        assert!(error("\"rope_theta\":100000", &scaling("0.0")).contains("rope_scaling.factor must be positive"));
+        assert!(LlamaConfig::from_json(&SMOL.replace("\"rope_theta\":100000", &scaling("8.0"))).is_ok());
+        let huge = format!("\"vocab_size\":{}", usize::MAX / 4);
+        assert!(error("\"vocab_size\":49152", &huge).contains("more parameters than this machine can address"));
+        let huge = format!("\"num_hidden_layers\":{}", usize::MAX / 1000);
+        assert!(error("\"num_hidden_layers\":30", &huge).contains("more parameters"));
     }
 
     #[test]
