@@ -31,6 +31,12 @@ pub enum Error {
     #[error("prompt has {prompt} tokens but the context holds {context} (with {new} new tokens requested)")]
     ContextOverflow { prompt: usize, new: usize, context: usize },
 
+    #[error(
+        "the logits at position {position} hold {non_finite} NaN or infinite values of {vocab}: \
+         a weight or a kernel made them"
+    )]
+    NonFiniteLogits { position: usize, non_finite: usize, vocab: usize },
+
     #[error("no CUDA GPU: {0}")]
     NoGpu(String),
 

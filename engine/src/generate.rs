@@ -102,7 +102,7 @@ pub fn generate(
 
     let start = Instant::now();
     let mut last = start;
-    let mut logits = model.forward(prompt, 0, Logits::Last)?;
+    let mut logits = checked(model.forward(prompt, 0, Logits::Last)?, prompt.len() - 1)?;
     while out.tokens.len() < opts.max_new_tokens {
         let token = sampler.sample(&logits, &seen);
         let now = Instant::now();
@@ -141,7 +141,7 @@ pub fn generate(
             out.stop = StopReason::ContextFull;
             break;
         }
-        logits = model.forward(&[token], position, Logits::Last)?;
+        logits = checked(model.forward(&[token], position, Logits::Last)?, position)?;
     }
     if !pending.is_empty() {
         on_text(&pending);
@@ -150,9 +150,96 @@ pub fn generate(
     Ok(out)
 }
 
+/// Fails on logits that are not all finite. The samplers never draw a NaN, so without this a broken
+/// weight or kernel would end as a stream of one token (or an empty answer), not as an error.
+fn checked(logits: Vec<f32>, position: usize) -> Result<Vec<f32>> {
+    let non_finite = logits.iter().map(|l| !l.is_finite() as usize).sum();
+    if non_finite > 0 {
+        return Err(Error::NonFiniteLogits { position, non_finite, vocab: logits.len() });
+    }
+    Ok(logits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::model::random::{write_byte_tokenizer, LlamaShape};
+    use crate::model::LlamaConfig;
+
+    /// Logits that favour token `3 + position`, and hold `bad` from position `bad_from` on.
+    struct Scripted {
+        config: LlamaConfig,
+        bad_from: usize,
+        bad: f32,
+    }
+
+    impl CausalLm for Scripted {
+        fn config(&self) -> &LlamaConfig {
+            &self.config
+        }
+        fn context_len(&self) -> usize {
+            64
+        }
+        fn forward(&mut self, tokens: &[u32], start: usize, _: Logits) -> Result<Vec<f32>> {
+            let position = start + tokens.len() - 1;
+            let mut logits = vec![0.0; self.config.vocab_size];
+            logits[3 + position] = 1.0;
+            if position >= self.bad_from {
+                logits[7] = self.bad;
+            }
+            Ok(logits)
+        }
+        fn device_name(&self) -> String {
+            "scripted".into()
+        }
+        fn weight_bytes(&self) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn non_finite_logits_stop_generation_with_an_error_naming_the_position() {
+        let shape = LlamaShape {
+            hidden: 8,
+            intermediate: 8,
+            layers: 1,
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 8,
+            vocab: 320,
+            tied: true,
+        };
+        let dir = std::env::temp_dir().join(format!("rooflab-generate-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_byte_tokenizer(&dir, shape.vocab).unwrap();
+        let tokenizer = Tokenizer::load(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = LlamaConfig::from_json(&shape.config_json().to_string()).unwrap();
+        let opts = GenerateOptions {
+            max_new_tokens: 8,
+            sampling: SamplingParams::default(),
+            stop_strings: vec![],
+            eos_ids: vec![],
+        };
+        let prompt = [40, 41];
+        let mut model = Scripted { config, bad_from: usize::MAX, bad: 0.0 };
+        let fine = generate(&mut model, &tokenizer, &prompt, &opts, &mut |_| {}).unwrap();
+        assert_eq!(fine.tokens, (4..12).collect::<Vec<u32>>());
+        // The prompt's last position is 1: at 1 nothing is produced, at 4 the three tokens before it
+        // are streamed, then the error.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for bad_from in [1, 4] {
+                model.bad_from = bad_from;
+                model.bad = bad;
+                let mut streamed = String::new();
+                let e = generate(&mut model, &tokenizer, &prompt, &opts, &mut |t| streamed.push_str(t)).unwrap_err();
+                let expected = format!("the logits at position {bad_from} hold 1 NaN or infinite values of 320");
+                assert!(e.to_string().starts_with(&expected), "{bad} at {bad_from}: {e}");
+                assert_eq!(streamed, fine.text[..bad_from - 1], "{bad} at {bad_from}");
+            }
+        }
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {
