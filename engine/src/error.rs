@@ -32,8 +32,7 @@ pub enum Error {
     ContextOverflow { prompt: usize, new: usize, context: usize },
 
     #[error(
-        "the logits at position {position} hold {non_finite} NaN or infinite values of {vocab}: \
-         a weight or a kernel made them"
+        "{non_finite} of the {vocab} logits at position {position} are NaN or infinite: a weight or a kernel made them"
     )]
     NonFiniteLogits { position: usize, non_finite: usize, vocab: usize },
 

@@ -234,7 +234,7 @@ mod tests {
                 model.bad = bad;
                 let mut streamed = String::new();
                 let e = generate(&mut model, &tokenizer, &prompt, &opts, &mut |t| streamed.push_str(t)).unwrap_err();
-                let expected = format!("the logits at position {bad_from} hold 1 NaN or infinite values of 320");
+                let expected = format!("1 of the 320 logits at position {bad_from} are NaN or infinite");
                 assert!(e.to_string().starts_with(&expected), "{bad} at {bad_from}: {e}");
                 assert_eq!(streamed, fine.text[..bad_from - 1], "{bad} at {bad_from}");
             }
