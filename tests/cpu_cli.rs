@@ -82,6 +82,23 @@ fn bad_input_gets_one_line_errors() {
 }
 
 #[test]
+fn a_nan_in_the_weights_is_an_error_not_a_stream_of_one_token() {
+    let dir = model_dir("nan");
+    // The final norm's first weight becomes a bf16 NaN: every logit is NaN from the prompt on.
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let begin = header["model.norm.weight"]["data_offsets"][0].as_u64().unwrap() as usize + 8 + header_len;
+    bytes[begin..begin + 2].copy_from_slice(&0x7fc0u16.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let (ok, _, stderr) =
+        rooflab(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "abc", "--device", "cpu"]);
+    assert!(!ok);
+    assert!(error_line(&stderr).contains("320 of the 320 logits at position 2 are NaN or infinite"), "{stderr}");
+}
+
+#[test]
 fn cuda_without_a_gpu_is_a_clear_error() {
     if rooflab::cuda::gpu_available() {
         return; // this machine has a GPU: tests/gpu.rs covers it
