@@ -153,7 +153,7 @@ pub fn generate(
 /// Fails on logits that are not all finite. The samplers never draw a NaN, so without this a broken
 /// weight or kernel would end as a stream of one token (or an empty answer), not as an error.
 fn checked(logits: Vec<f32>, position: usize) -> Result<Vec<f32>> {
-    let non_finite = logits.iter().map(|l| !l.is_finite() as usize).sum();
+    let non_finite = logits.iter().filter(|l| !l.is_finite()).count();
     if non_finite > 0 {
         return Err(Error::NonFiniteLogits { position, non_finite, vocab: logits.len() });
     }
